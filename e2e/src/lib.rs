@@ -1,0 +1,171 @@
+//! The Rust side of the end-to-end harness: starts, reuses and stops real Kubernetes
+//! clusters (through the `e2e/cluster` script, which owns building and running the
+//! control plane) and hands tests a `kube::Client` for them.
+//!
+//! Test binaries share clusters: [`shared`] hands every test of a binary the same cluster,
+//! which `make test` starts before the tests and stops after them (it passes its
+//! kubeconfig in `FLOTILLA_E2E_KUBECONFIG`). Run outside `make test`, the binary starts a
+//! cluster named `e2e-dev` itself and leaves it running for the next run; stop it with
+//! `e2e/cluster down e2e-dev`. [`Cluster::start`] gives a test a private cluster, stopped
+//! when the value is dropped.
+//!
+//! Invariant: every loop here is bounded by a deadline, so a broken cluster fails a test
+//! instead of hanging it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
+
+/// The environment variable through which `make test` hands over a running cluster.
+pub const KUBECONFIG_ENV: &str = "FLOTILLA_E2E_KUBECONFIG";
+
+/// How many heavy tests (those that wait for workloads) run at once against the shared
+/// cluster; more only makes each of them slower on a two-core machine.
+const HEAVY_TESTS_AT_ONCE: usize = 3;
+
+/// A running harness cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    name: String,
+    kubeconfig: PathBuf,
+    /// Whether dropping this value stops the cluster.
+    owned: bool,
+}
+
+impl Cluster {
+    /// Starts a new cluster named `name` and stops it again when the value is dropped.
+    pub fn start(name: &str) -> anyhow::Result<Cluster> {
+        let kubeconfig = up(name)?;
+        Ok(Cluster { name: name.to_owned(), kubeconfig, owned: true })
+    }
+
+    /// A cluster someone else started and will stop.
+    pub fn existing(name: &str, kubeconfig: PathBuf) -> Cluster {
+        Cluster { name: name.to_owned(), kubeconfig, owned: false }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The admin kubeconfig of the cluster (a `system:masters` client certificate).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A client with cluster-admin rights.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let config = self.config().await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The admin client configuration, for tests that build clients with other identities.
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("read kubeconfig {}", self.kubeconfig.display()))?;
+        let options = kube::config::KubeConfigOptions::default();
+        Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
+    }
+
+    /// The path of the apiserver's audit log, which records every mutating request.
+    pub fn audit_log(&self) -> PathBuf {
+        self.kubeconfig.with_file_name("audit.log")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new(script()).args(["down", &self.name]).status();
+        }
+    }
+}
+
+/// The cluster every test of this binary shares.
+pub async fn shared() -> &'static Cluster {
+    static SHARED: OnceCell<Cluster> = OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async {
+            let found = std::env::var_os(KUBECONFIG_ENV).map(PathBuf::from);
+            match found {
+                Some(kubeconfig) => Cluster::existing("shared", kubeconfig),
+                None => {
+                    let kubeconfig = tokio::task::spawn_blocking(|| up("e2e-dev"))
+                        .await
+                        .expect("cluster start does not panic")
+                        .expect("start the shared e2e cluster");
+                    Cluster::existing("e2e-dev", kubeconfig)
+                }
+            }
+        })
+        .await
+}
+
+/// Admission for tests that load the cluster; hold the permit for the test's duration.
+pub async fn heavy_test() -> SemaphorePermit<'static> {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS
+        .get_or_init(|| Semaphore::new(HEAVY_TESTS_AT_ONCE))
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            match last_error {
+                Some(error) => bail!("timed out after {limit:?} waiting for {what}: {error:#}"),
+                None => bail!("timed out after {limit:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The harness script, `e2e/cluster`.
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster")
+}
+
+/// The path of a binary the harness builds (kubectl, helm, kustomize, crane, …).
+pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
+    let output = Command::new(script())
+        .args(["bin", name])
+        .output()
+        .context("run e2e/cluster bin")?;
+    if !output.status.success() {
+        bail!("e2e/cluster bin {name} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+}
+
+fn up(name: &str) -> anyhow::Result<PathBuf> {
+    let output = Command::new(script())
+        .args(["up", name])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run e2e/cluster up")?;
+    if !output.status.success() {
+        bail!("e2e/cluster up {name} failed with {}", output.status);
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    let last = stdout.lines().last().context("e2e/cluster up printed nothing")?;
+    Ok(PathBuf::from(last.trim()))
+}

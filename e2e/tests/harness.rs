@@ -1,0 +1,196 @@
+//! The harness itself: the clusters it starts behave like real Kubernetes — controllers,
+//! scheduler and KWOK nodes make workloads Available, CRDs become Established, and RBAC
+//! is enforced.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use flotilla_e2e::{eventually, heavy_test, shared};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::json;
+
+async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).context("create namespace"),
+    }
+}
+
+#[tokio::test]
+async fn nodes_are_ready_kwok_nodes() -> anyhow::Result<()> {
+    let client = shared().await.client().await?;
+    let nodes: Api<Node> = Api::all(client);
+    let list = nodes.list(&ListParams::default().labels("type=kwok")).await?;
+    assert!(!list.items.is_empty(), "the harness cluster has no KWOK node");
+    for node in list.items {
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        assert!(ready, "node {:?} is not Ready", node.metadata.name);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn apiserver_reports_the_pinned_version() -> anyhow::Result<()> {
+    let client = shared().await.client().await?;
+    let version = client.apiserver_version().await?;
+    assert!(
+        version.git_version.starts_with("v1.") && !version.git_version.contains("master"),
+        "apiserver reports {:?}, not a pinned release",
+        version.git_version
+    );
+    assert_eq!(format!("v{}.{}", version.major, version.minor), pinned_minor());
+    Ok(())
+}
+
+/// `v1.NN` of the Kubernetes version the harness script pins.
+fn pinned_minor() -> String {
+    let script = std::fs::read_to_string(flotilla_e2e::script()).expect("read e2e/cluster");
+    let line = script
+        .lines()
+        .find(|l| l.starts_with("K8S_VERSION="))
+        .expect("e2e/cluster pins K8S_VERSION");
+    let version = line.trim_start_matches("K8S_VERSION=");
+    version.rsplit_once('.').expect("version has a patch part").0.to_owned()
+}
+
+#[tokio::test]
+async fn deployment_becomes_available() -> anyhow::Result<()> {
+    let _permit = heavy_test().await;
+    let client = shared().await.client().await?;
+    namespace(&client, "harness-deploy").await?;
+    let api: Api<Deployment> = Api::namespaced(client, "harness-deploy");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
+            }
+        }
+    }))?;
+    api.create(&PostParams::default(), &deployment).await?;
+    let available = eventually("3 available replicas", Duration::from_secs(120), || async {
+        let d = api.get("web").await?;
+        let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+        Ok((available == 3).then_some(available))
+    })
+    .await?;
+    assert_eq!(available, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn crd_becomes_established_and_serves_custom_objects() -> anyhow::Result<()> {
+    let client = shared().await.client().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "widgets.harness.flotilla.dev"},
+        "spec": {
+            "group": "harness.flotilla.dev",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+                }}}
+            }]
+        }
+    }))?;
+    crds.create(&PostParams::default(), &crd).await?;
+    eventually("the CRD to become Established", Duration::from_secs(60), || async {
+        let crd = crds.get("widgets.harness.flotilla.dev").await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(established.then_some(()))
+    })
+    .await?;
+
+    namespace(&client, "harness-crd").await?;
+    let gvk = GroupVersionKind::gvk("harness.flotilla.dev", "v1", "Widget");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "widgets");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client, "harness-crd", &resource);
+    let widget: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "harness.flotilla.dev/v1", "kind": "Widget",
+        "metadata": {"name": "w1"}, "spec": {"size": 3}
+    }))?;
+    // Discovery of a new CRD takes a moment to reach every apiserver handler.
+    eventually("a Widget to be created", Duration::from_secs(30), || async {
+        match widgets.create(&PostParams::default(), &widget).await {
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some(widgets.get("w1").await?)),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    let read = widgets.get("w1").await?;
+    assert_eq!(read.data["spec"]["size"], 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn rbac_refuses_a_service_account_without_rights() -> anyhow::Result<()> {
+    let cluster = shared().await;
+    let admin = cluster.client().await?;
+    namespace(&admin, "harness-rbac").await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "harness-rbac");
+    let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}}))?;
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request("nobody", &PostParams::default(), &request)
+        .await?
+        .status
+        .context("token request has no status")?
+        .token;
+
+    let mut config = cluster.config().await?;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let limited = kube::Client::try_from(config)?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(limited, "harness-rbac");
+    match configmaps.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 403, "expected Forbidden, got {e:?}");
+            assert!(
+                e.message.contains("system:serviceaccount:harness-rbac:nobody"),
+                "the refusal names the ServiceAccount: {}",
+                e.message
+            );
+        }
+        other => panic!("a ServiceAccount without rights listed ConfigMaps: {other:?}"),
+    }
+    Ok(())
+}

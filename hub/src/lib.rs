@@ -1,0 +1,5 @@
+//! The Flotilla hub: turns Git into signed, per-cluster desired state and serves it to
+//! agents. It never holds a credential for any cluster and never connects to one.
+
+pub mod cli;
+pub mod telemetry;
