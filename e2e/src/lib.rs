@@ -40,12 +40,20 @@ impl Cluster {
     /// Starts a new cluster named `name` and stops it again when the value is dropped.
     pub fn start(name: &str) -> anyhow::Result<Cluster> {
         let kubeconfig = up(name)?;
-        Ok(Cluster { name: name.to_owned(), kubeconfig, owned: true })
+        Ok(Cluster {
+            name: name.to_owned(),
+            kubeconfig,
+            owned: true,
+        })
     }
 
     /// A cluster someone else started and will stop.
     pub fn existing(name: &str, kubeconfig: PathBuf) -> Cluster {
-        Cluster { name: name.to_owned(), kubeconfig, owned: false }
+        Cluster {
+            name: name.to_owned(),
+            kubeconfig,
+            owned: false,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -115,6 +123,23 @@ pub async fn heavy_test() -> SemaphorePermit<'static> {
         .expect("the semaphore is never closed")
 }
 
+/// Creates a namespace of the test's own, named by the apiserver from `prefix`, so tests
+/// never collide with each other or with an earlier run against the same cluster.
+pub async fn test_namespace(client: &kube::Client, prefix: &str) -> anyhow::Result<String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let mut namespace = Namespace::default();
+    namespace.metadata.generate_name = Some(format!("{prefix}-"));
+    let created = api
+        .create(&kube::api::PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("create a namespace for {prefix}"))?;
+    created
+        .metadata
+        .name
+        .context("the apiserver named no namespace")
+}
+
 /// Polls `check` every 250 ms until it returns `Some`, or fails after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<T>
 where
@@ -151,7 +176,10 @@ pub fn tool(name: &str) -> anyhow::Result<PathBuf> {
         .output()
         .context("run e2e/cluster bin")?;
     if !output.status.success() {
-        bail!("e2e/cluster bin {name} failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "e2e/cluster bin {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
 }
@@ -166,6 +194,9 @@ fn up(name: &str) -> anyhow::Result<PathBuf> {
         bail!("e2e/cluster up {name} failed with {}", output.status);
     }
     let stdout = String::from_utf8(output.stdout)?;
-    let last = stdout.lines().last().context("e2e/cluster up printed nothing")?;
+    let last = stdout
+        .lines()
+        .last()
+        .context("e2e/cluster up printed nothing")?;
     Ok(PathBuf::from(last.trim()))
 }
