@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::bundle_build::{self, BuildArgs};
+use crate::keygen::{self, KeygenArgs};
+
 /// The Flotilla hub: renders Git into signed per-cluster desired state.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-hub", version, about, long_about = None)]
@@ -14,6 +17,19 @@ pub struct Args {
 pub enum Command {
     /// Print the version of this hub.
     Version,
+    /// Create a signing key pair (signing.key, mode 0600, and signing.pub); print its key id.
+    Keygen(KeygenArgs),
+    /// Work with bundle files (signed cluster states for the air gap).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Sign a bundle file from directories of plain manifests (YAML or JSON).
+    Build(BuildArgs),
 }
 
 /// Runs one command to completion.
@@ -21,7 +37,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Version => {
             println!("flotilla-hub {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+        }
+        Command::Keygen(args) => {
+            let keyid = keygen::keygen(&args.out)?;
+            println!("{keyid}");
+        }
+        Command::Bundle {
+            command: BundleCommand::Build(args),
+        } => {
+            let report = bundle_build::build(&args, jiff::Timestamp::now())?;
+            print!("{report}");
         }
     }
+    Ok(())
 }

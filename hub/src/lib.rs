@@ -1,5 +1,8 @@
 //! The Flotilla hub: turns Git into signed, per-cluster desired state and serves it to
 //! agents. It never holds a credential for any cluster and never connects to one.
 
+pub mod bundle_build;
 pub mod cli;
+pub mod keygen;
+pub mod manifest_files;
 pub mod telemetry;
