@@ -4,4 +4,5 @@
 //! `flotilla_e2e::shared`). Each module is one area; each test works in namespaces of its
 //! own so tests can run at once.
 
+mod apply;
 mod harness;

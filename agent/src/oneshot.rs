@@ -1,0 +1,225 @@
+//! `flotilla-agent apply --bundle`: the one-shot (air-gap) mode. Verifies a bundle file
+//! against the trusted keys and the last generation this cluster accepted (read from the
+//! cluster), records the new generation, and makes the cluster match; optionally waits
+//! until every object is healthy.
+//!
+//! It owns the sequence, not the rules: verification is `flotilla-shared`'s, applying is
+//! the engine's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_shared::bundle::BundleError;
+use flotilla_shared::{Policy, TrustRoot, VerifiedBundle};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams};
+
+use crate::changeset::Action;
+use crate::engine::{Engine, EngineError, Settings, SyncReport};
+use crate::health::{AppHealth, Health, Status};
+use crate::object::ObjectRef;
+use crate::policy::LocalPolicy;
+use crate::store::{FIELD_MANAGER, Store};
+use crate::verify::{BundleArgs, load_trust_root, read_bundle_file};
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub source: BundleArgs,
+    /// The kubeconfig to use; without it, the in-cluster identity or $KUBECONFIG.
+    #[arg(long, env = "FLOTILLA_AGENT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The agent's namespace, where it keeps the last accepted generation and the
+    /// inventories; created if missing, and off limits to the states it applies.
+    #[arg(
+        long,
+        env = "FLOTILLA_AGENT_NAMESPACE",
+        default_value = "flotilla-system"
+    )]
+    pub namespace: String,
+    /// The name of the agent's ServiceAccount, ClusterRole and ClusterRoleBinding, which
+    /// states may not change.
+    #[arg(long, env = "FLOTILLA_AGENT_NAME", default_value = "flotilla-agent")]
+    pub agent_name: String,
+    /// Let states change the agent's own namespace and RBAC.
+    #[arg(long, env = "FLOTILLA_AGENT_ALLOW_SELF")]
+    pub allow_self: bool,
+    /// Restrict the agent to these namespaces (repeatable; comma-separated in the
+    /// environment). Default: every namespace.
+    #[arg(
+        long = "allow-namespace",
+        env = "FLOTILLA_AGENT_ALLOW_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub allow_namespaces: Vec<String>,
+    /// Restrict the agent to these kinds, as `Kind` (core group) or `group/Kind`
+    /// (repeatable; comma-separated in the environment). Default: every kind.
+    #[arg(
+        long = "allow-kind",
+        env = "FLOTILLA_AGENT_ALLOW_KINDS",
+        value_delimiter = ','
+    )]
+    pub allow_kinds: Vec<String>,
+    /// Server-side applies in flight at once.
+    #[arg(long, env = "FLOTILLA_AGENT_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// After applying, wait until every object is healthy and print each one's health.
+    #[arg(long, env = "FLOTILLA_AGENT_WAIT")]
+    pub wait: bool,
+    /// How long `--wait` waits, e.g. `5m`.
+    #[arg(long, env = "FLOTILLA_AGENT_TIMEOUT", default_value = "5m")]
+    pub timeout: SignedDuration,
+}
+
+/// Runs `flotilla-agent apply`: prints the change set (and, with `--wait`, health); fails
+/// when the bundle is refused, an object failed, or (with `--wait`) something is unhealthy.
+pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
+    let trust_root = load_trust_root(&args.source.trust_keys)?;
+    let file = read_bundle_file(&args.source.bundle)?;
+    let client = client(args.kubeconfig.as_deref()).await?;
+    ensure_namespace(&client, &args.namespace).await?;
+    let settings = Settings {
+        policy: LocalPolicy {
+            namespaces: (!args.allow_namespaces.is_empty()).then(|| args.allow_namespaces.clone()),
+            kinds: (!args.allow_kinds.is_empty()).then(|| args.allow_kinds.clone()),
+            agent_namespace: Some(args.namespace.clone()),
+            agent_name: Some(args.agent_name.clone()),
+            allow_self: args.allow_self,
+        },
+        concurrency: args.concurrency,
+    };
+    let engine = Engine::new(
+        client.clone(),
+        Store::new(client, &args.namespace),
+        settings,
+    );
+    let applied = apply_bundle(
+        &engine,
+        &file,
+        &trust_root,
+        &args.source.cluster,
+        Timestamp::now(),
+    )
+    .await?;
+    let state = &applied.bundle.state.state;
+    println!(
+        "applied generation {} to cluster {}",
+        state.generation, state.cluster
+    );
+    println!("{}", applied.report.changes);
+    let mut ok = applied.report.changes.succeeded();
+    if args.wait {
+        let timeout = Duration::try_from(args.timeout).unwrap_or(Duration::ZERO);
+        let healths = wait_healthy(&engine, &applied.report, timeout).await?;
+        for (app, (health, objects)) in &healths {
+            println!("app {app}: {health:?}");
+            for (object, h) in objects {
+                println!(
+                    "  {:<12} {object}  {}",
+                    format!("{:?}", h.status),
+                    h.message
+                );
+            }
+            ok &= *health == AppHealth::Healthy;
+        }
+    }
+    if !ok {
+        let failed = applied.report.changes.count(Action::Failed);
+        anyhow::bail!(
+            "generation {} is not fully applied: {failed} objects failed or are unhealthy",
+            state.generation
+        );
+    }
+    Ok(())
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_none() {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("create the agent's namespace {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OneshotError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The bundle was refused; the cluster was not touched.
+    #[error("bundle is refused: {0}")]
+    Refused(#[source] BundleError),
+}
+
+/// The result of a one-shot apply.
+#[derive(Debug)]
+pub struct Applied {
+    pub bundle: VerifiedBundle,
+    pub report: SyncReport,
+}
+
+/// Verifies `bundle_file` and applies it. A refused bundle changes nothing in the cluster.
+pub async fn apply_bundle(
+    engine: &Engine,
+    bundle_file: &[u8],
+    trust_root: &TrustRoot,
+    cluster: &str,
+    now: Timestamp,
+) -> Result<Applied, OneshotError> {
+    let last = engine
+        .store()
+        .last_accepted()
+        .await
+        .map_err(EngineError::from)?;
+    let bundle = Policy::default()
+        .read_bundle(bundle_file, trust_root, cluster, last.as_ref(), now)
+        .map_err(OneshotError::Refused)?;
+    engine
+        .accept(&bundle.state.last_accepted(), last.as_ref())
+        .await?;
+    let report = engine.sync(&bundle).await?;
+    Ok(Applied { bundle, report })
+}
+
+/// Health of each app after waiting, bounded by `timeout`, for every object to be Current.
+pub type AppHealths = BTreeMap<String, (AppHealth, Vec<(ObjectRef, Health)>)>;
+
+/// Polls health until every object of every app is Current, or `timeout` passes; returns
+/// the last observation either way.
+pub async fn wait_healthy(
+    engine: &Engine,
+    report: &SyncReport,
+    timeout: Duration,
+) -> Result<AppHealths, EngineError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let healths = engine.health(&report.objects).await?;
+        let all_current = healths
+            .values()
+            .all(|(_, objects)| objects.iter().all(|(_, h)| h.status == Status::Current));
+        if all_current || tokio::time::Instant::now() >= deadline {
+            return Ok(healths);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

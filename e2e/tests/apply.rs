@@ -1,0 +1,506 @@
+//! The agent's apply engine against a real apiserver: staged server-side apply, zero-write
+//! re-syncs, prune under the trust model's rules, orphans and tombstones, and refusal of
+//! bundles that must not be applied.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flotilla_agent::changeset::Action;
+use flotilla_agent::engine::{Engine, Settings};
+use flotilla_agent::health::AppHealth;
+use flotilla_agent::oneshot::{self, Applied, OneshotError};
+use flotilla_agent::policy::LocalPolicy;
+use flotilla_agent::store::Store;
+use flotilla_e2e::{heavy_test, shared, test_namespace};
+use flotilla_shared::state::SyncPolicy;
+use flotilla_shared::testing::{Bundle, Signed, TestApp, config_map, key};
+use flotilla_shared::{SigningKey, TrustRoot};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::Api;
+use serde_json::{Value, json};
+
+/// One agent (its own state namespace) for one cluster, signing with a fixture key.
+struct Agent {
+    client: kube::Client,
+    engine: Engine,
+    key: SigningKey,
+    trust: TrustRoot,
+    namespace: String,
+    generation: AtomicU64,
+}
+
+const CLUSTER: &str = "e2e";
+
+impl Agent {
+    async fn new() -> anyhow::Result<Agent> {
+        let client = shared().await.client().await?;
+        let namespace = test_namespace(&client, "agent").await?;
+        let settings = Settings {
+            policy: LocalPolicy {
+                agent_namespace: Some(namespace.clone()),
+                ..LocalPolicy::default()
+            },
+            concurrency: 16,
+        };
+        let engine = Engine::new(
+            client.clone(),
+            Store::new(client.clone(), &namespace),
+            settings,
+        );
+        let key = key(7);
+        let trust = TrustRoot::new([key.public_key().clone()]);
+        let generation = AtomicU64::new(Timestamp::now().as_millisecond() as u64);
+        Ok(Agent {
+            client,
+            engine,
+            key,
+            trust,
+            namespace,
+            generation,
+        })
+    }
+
+    /// A state for this cluster, valid now, with a generation above every earlier one.
+    fn state(&self) -> Bundle {
+        let now = Timestamp::now();
+        Bundle::test()
+            .cluster(CLUSTER)
+            .issued_at(now)
+            .expires_at(now + SignedDuration::from_hours(24))
+            .generation(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    async fn apply(&self, bundle: Bundle) -> Result<Applied, OneshotError> {
+        let signed = bundle.signed_by(&self.key);
+        self.apply_file(&signed.bundle_file()).await
+    }
+
+    async fn apply_file(&self, file: &[u8]) -> Result<Applied, OneshotError> {
+        oneshot::apply_bundle(&self.engine, file, &self.trust, CLUSTER, Timestamp::now()).await
+    }
+}
+
+fn actions(applied: &Applied) -> Vec<(String, Action)> {
+    applied
+        .report
+        .changes
+        .entries
+        .iter()
+        .map(|c| (c.object.clone(), c.action))
+        .collect()
+}
+
+fn app(name: &str, namespace: &str, objects: Vec<Value>, policy: SyncPolicy) -> TestApp {
+    TestApp::new(name)
+        .namespace(namespace)
+        .objects(objects)
+        .sync_policy(policy)
+}
+
+fn prune_policy() -> SyncPolicy {
+    SyncPolicy {
+        prune: true,
+        ..SyncPolicy::default()
+    }
+}
+
+async fn config_maps(client: &kube::Client, namespace: &str) -> anyhow::Result<Vec<String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut names: Vec<String> = api
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .filter(|n| n != "kube-root-ca.crt")
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[tokio::test]
+async fn a_crd_its_objects_a_namespace_a_deployment_and_a_service_apply_and_become_healthy()
+-> anyhow::Result<()> {
+    let _permit = heavy_test().await;
+    let agent = Agent::new().await?;
+    let ns = format!("{}-app", agent.namespace);
+    let group = format!("{}.e2e.flotilla.dev", agent.namespace);
+    let objects = vec![
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("gadgets.{group}")},
+            "spec": {"group": group, "scope": "Namespaced",
+                "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Gadget",
+            "metadata": {"name": "g1"}, "spec": {"size": 2}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    ];
+    let applied = agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("demo", &ns, objects, prune_policy())),
+        )
+        .await?;
+    assert!(
+        applied.report.changes.succeeded(),
+        "{}",
+        applied.report.changes
+    );
+    assert_eq!(
+        applied.report.changes.count(Action::Created),
+        5,
+        "{}",
+        applied.report.changes
+    );
+    // Staged: the CRD and the Namespace come before what needs them.
+    let order: Vec<String> = actions(&applied).into_iter().map(|(o, _)| o).collect();
+    let position = |prefix: &str| {
+        order
+            .iter()
+            .position(|o| o.starts_with(prefix))
+            .expect(prefix)
+    };
+    assert!(
+        position("CustomResourceDefinition") < position("Gadget"),
+        "{order:?}"
+    );
+    assert!(position("Namespace") < position("Deployment"), "{order:?}");
+
+    let healths =
+        oneshot::wait_healthy(&agent.engine, &applied.report, Duration::from_secs(90)).await?;
+    let (health, objects) = &healths["demo"];
+    assert_eq!(*health, AppHealth::Healthy, "{objects:?}");
+    Ok(())
+}
+
+/// Mutating requests in the audit log since byte `from`, excluding dry runs and the agent's
+/// own bookkeeping in its namespace.
+fn writes_since(
+    audit: &std::path::Path,
+    from: u64,
+    agent_namespace: &str,
+) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read(audit)?;
+    let new = &text[usize::try_from(from)?.min(text.len())..];
+    let mut writes = Vec::new();
+    for line in String::from_utf8_lossy(new).lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let uri = event["requestURI"].as_str().unwrap_or_default();
+        let namespace = event["objectRef"]["namespace"].as_str().unwrap_or_default();
+        if uri.contains("dryRun=All") || namespace == agent_namespace {
+            continue;
+        }
+        writes.push(format!(
+            "{} {}",
+            event["verb"].as_str().unwrap_or_default(),
+            uri
+        ));
+    }
+    Ok(writes)
+}
+
+#[tokio::test]
+async fn an_unchanged_resync_makes_zero_writes() -> anyhow::Result<()> {
+    let _permit = heavy_test().await;
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "resync").await?;
+    let mut objects: Vec<Value> = (0..20)
+        .map(|i| config_map(&ns, &format!("cm-{i}")))
+        .collect();
+    objects.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "api", "image": "nginx:1.27"}]}}}}));
+    let make = || {
+        agent
+            .state()
+            .with_app(app("resync", &ns, objects.clone(), prune_policy()))
+    };
+    let first = agent.apply(make()).await?;
+    assert!(first.report.changes.succeeded(), "{}", first.report.changes);
+    let versions_before = resource_versions(&agent.client, &ns).await?;
+
+    let audit = shared().await.audit_log();
+    let from = std::fs::metadata(&audit)?.len();
+    let again = agent.apply(make()).await?;
+    assert_eq!(
+        again.report.changes.count(Action::Unchanged),
+        21,
+        "{}",
+        again.report.changes
+    );
+    assert_eq!(
+        again.report.changes.entries.len(),
+        21,
+        "{}",
+        again.report.changes
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = writes_since(&audit, from, &agent.namespace)?
+        .into_iter()
+        .filter(|w| w.contains(&ns))
+        .collect::<Vec<_>>();
+    assert!(writes.is_empty(), "an unchanged re-sync wrote: {writes:#?}");
+    assert_eq!(
+        resource_versions(&agent.client, &ns).await?,
+        versions_before
+    );
+    Ok(())
+}
+
+async fn resource_versions(
+    client: &kube::Client,
+    namespace: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut out: Vec<(String, String)> = api
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| {
+            (
+                c.metadata.name.unwrap_or_default(),
+                c.metadata.resource_version.unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_new_state_with_unchanged_content_restores_a_drifted_object() -> anyhow::Result<()> {
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "drift").await?;
+    let objects = vec![config_map(&ns, "settings")];
+    agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("drift", &ns, objects.clone(), prune_policy())),
+        )
+        .await?;
+    let api: Api<ConfigMap> = Api::namespaced(agent.client.clone(), &ns);
+    let patch = json!({"data": {"key": "edited by hand"}});
+    api.patch(
+        "settings",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+
+    let again = agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("drift", &ns, objects, prune_policy())),
+        )
+        .await?;
+    assert_eq!(
+        actions(&again),
+        vec![(format!("ConfigMap {ns}/settings"), Action::Configured)]
+    );
+    let restored = api.get("settings").await?;
+    assert_eq!(restored.data.unwrap_or_default()["key"], "settings");
+    Ok(())
+}
+
+#[tokio::test]
+async fn prune_deletes_what_left_and_the_limit_refuses_too_much() -> anyhow::Result<()> {
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "prune").await?;
+    let all: Vec<Value> = (0..10)
+        .map(|i| config_map(&ns, &format!("cm-{i}")))
+        .collect();
+    agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("prune", &ns, all.clone(), prune_policy())),
+        )
+        .await?;
+    assert_eq!(config_maps(&agent.client, &ns).await?.len(), 10);
+
+    // One object leaves the app: it is pruned.
+    let applied = agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("prune", &ns, all[1..].to_vec(), prune_policy())),
+        )
+        .await?;
+    assert!(
+        actions(&applied).contains(&(format!("ConfigMap {ns}/cm-0"), Action::Deleted)),
+        "{}",
+        applied.report.changes
+    );
+    assert_eq!(config_maps(&agent.client, &ns).await?.len(), 9);
+
+    // 8 of the remaining 9 leave at once (89% > 50%): the whole step is refused.
+    let applied = agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("prune", &ns, all[9..].to_vec(), prune_policy())),
+        )
+        .await?;
+    let text = applied.report.changes.to_string();
+    assert!(
+        text.contains("prune refused: 8 of 9 objects would be deleted, more than pruneLimit 50%"),
+        "{text}"
+    );
+    assert_eq!(applied.report.changes.count(Action::Deleted), 0, "{text}");
+    assert_eq!(config_maps(&agent.client, &ns).await?.len(), 9);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_app_is_orphaned_and_a_tombstone_removes_it() -> anyhow::Result<()> {
+    let agent = Agent::new().await?;
+    let ns = format!("{}-tomb", agent.namespace);
+    let objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        config_map(&ns, "a"),
+        config_map(&ns, "b"),
+    ];
+    let keep = vec![config_map(&agent.namespace.replace("agent", "keep"), "x")];
+    let keep_ns = agent.namespace.replace("agent", "keep");
+    let keeper = || {
+        app(
+            "keeper",
+            &keep_ns,
+            keep.clone(),
+            SyncPolicy {
+                create_namespace: true,
+                ..prune_policy()
+            },
+        )
+    };
+    agent
+        .apply(
+            agent
+                .state()
+                .with_app(app("gone", &ns, objects, prune_policy()))
+                .with_app(keeper()),
+        )
+        .await?;
+    assert_eq!(config_maps(&agent.client, &ns).await?, vec!["a", "b"]);
+
+    // Missing without a tombstone: reported Orphaned, nothing deleted.
+    let applied = agent.apply(agent.state().with_app(keeper())).await?;
+    let text = applied.report.changes.to_string();
+    assert!(text.contains("Orphaned"), "{text}");
+    assert_eq!(applied.report.orphaned, vec!["gone".to_owned()]);
+    assert_eq!(config_maps(&agent.client, &ns).await?, vec!["a", "b"]);
+
+    // A tombstone deletes its objects, but its Namespace only with the opt-in.
+    let applied = agent
+        .apply(agent.state().with_app(keeper()).removed("gone", true))
+        .await?;
+    let text = applied.report.changes.to_string();
+    assert_eq!(applied.report.changes.count(Action::Deleted), 2, "{text}");
+    assert!(
+        text.contains(&format!("Namespace {ns}")) && text.contains("allow-prune"),
+        "{text}"
+    );
+    assert!(config_maps(&agent.client, &ns).await?.is_empty());
+    let namespaces: Api<Namespace> = Api::all(agent.client.clone());
+    assert!(
+        namespaces.get_opt(&ns).await?.is_some(),
+        "the Namespace was deleted without opt-in"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bundles_that_must_not_apply_are_refused_and_change_nothing() -> anyhow::Result<()> {
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "refuse").await?;
+    let good = |name: &str| {
+        agent.state().with_app(app(
+            "refuse",
+            &ns,
+            vec![config_map(&ns, name)],
+            prune_policy(),
+        ))
+    };
+    agent.apply(good("first")).await?;
+    let snapshot = config_maps(&agent.client, &ns).await?;
+
+    // Tampered: one byte of the signed payload changed inside the bundle file.
+    let signed: Signed = good("tampered").signed_by(&agent.key);
+    let mut file = signed.bundle_file();
+    let needle = b"\"cluster\":\"e2e\"";
+    let envelope = signed.envelope_bytes();
+    assert!(
+        !envelope.windows(needle.len()).any(|w| w == needle),
+        "payload is base64 in the envelope"
+    );
+    flip_one_payload_byte(&mut file, &envelope);
+    let refused = agent.apply_file(&file).await;
+    assert!(
+        matches!(refused, Err(OneshotError::Refused(_))),
+        "tampered: {refused:?}"
+    );
+
+    // Another cluster's state.
+    let other = good("other")
+        .cluster("someone-else")
+        .signed_by(&agent.key)
+        .bundle_file();
+    let refused = agent
+        .apply_file(&other)
+        .await
+        .expect_err("another cluster's state");
+    assert!(refused.to_string().contains("someone-else"), "{refused}");
+
+    // Expired (issued 48 h ago with the generation of that time, valid for 24 h).
+    let past = Timestamp::now() - SignedDuration::from_hours(48);
+    let expired = good("expired")
+        .issued_at(past)
+        .expires_at(past + SignedDuration::from_hours(24))
+        .generation(past.as_millisecond() as u64);
+    let refused = Agent::new()
+        .await?
+        .apply(expired)
+        .await
+        .expect_err("an expired state");
+    assert!(refused.to_string().contains("expired"), "{refused}");
+
+    // Rolled back: a lower generation than the one accepted.
+    let old = good("old").generation(1);
+    let refused = agent.apply(old).await.expect_err("an older generation");
+    assert!(refused.to_string().contains("roll"), "{refused}");
+
+    assert_eq!(config_maps(&agent.client, &ns).await?, snapshot);
+    Ok(())
+}
+
+/// Changes one character of the base64 payload of `envelope` where it sits in `file`, so the
+/// bundle's digests no longer match (tar and OCI integrity must catch it).
+fn flip_one_payload_byte(file: &mut [u8], envelope: &[u8]) {
+    let start = file
+        .windows(envelope.len())
+        .position(|w| w == envelope)
+        .expect("the envelope is stored whole");
+    let payload_at = envelope
+        .windows(11)
+        .position(|w| w == b"\"payload\":\"")
+        .expect("a payload field")
+        + 11;
+    let byte = &mut file[start + payload_at + 10];
+    *byte = if *byte == b'A' { b'B' } else { b'A' };
+}
