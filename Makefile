@@ -39,14 +39,14 @@ deny: ## licences, bans and sources (advisories need an online database: `cargo 
 	@command -v cargo-deny >/dev/null || { echo "cargo-deny is missing: cargo install cargo-deny"; exit 1; }
 	$(CARGO) deny check bans licenses sources
 
-demo: tools ## start three local clusters and print their kubeconfigs
-	@for c in demo-a demo-b demo-c; do $(CLUSTER) up $$c | tail -n 1 | sed "s/^/$$c: /"; done
+demo: ## the main job locally: three clusters, the sample app signed and applied to each
+	@e2e/demo up
 
-demo-down: ## stop the demo clusters
-	@for c in demo-a demo-b demo-c; do $(CLUSTER) down $$c 2>/dev/null || true; done
+demo-down: ## stop the demo clusters and remove their files
+	@e2e/demo down
 
 bench: tools ## benchmarks (print figures; never fail on timing)
-	@echo "no benchmark yet"
+	e2e/bench-apply
 
 clean-clusters: ## stop every harness cluster and remove its files
 	$(CLUSTER) down --all

@@ -109,6 +109,16 @@ impl Applier {
         }
     }
 
+    /// Applies one object, as a batch would: the self-heal of a drifted or deleted object.
+    pub async fn apply_desired(
+        &self,
+        kinds: &Kinds,
+        target: Target<'_>,
+        desired: Desired,
+    ) -> Outcome {
+        self.apply_one(kinds, target, desired).await
+    }
+
     /// Applies one batch; the objects may be applied in any order.
     pub async fn apply_batch(
         &self,
@@ -189,6 +199,22 @@ impl Applier {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match api.patch(&object.name, &params, &Patch::Apply(body)).await {
             Ok(_) => Outcome::new(object, Action::Created, ""),
+            Err(kube::Error::Api(status))
+                if status.code == 404
+                    && status
+                        .details
+                        .as_ref()
+                        .is_some_and(|d| d.kind == "namespaces") =>
+            {
+                let namespace = object.namespace.as_deref().unwrap_or_default();
+                Outcome::new(
+                    object,
+                    Action::Failed,
+                    format!(
+                        "namespace {namespace} not found: add it to the app or set createNamespace"
+                    ),
+                )
+            }
             Err(error) => Outcome::new(object, Action::Failed, describe(&error)),
         }
     }
@@ -295,7 +321,8 @@ impl Applier {
     }
 }
 
-fn generation_pointer() -> Pointer {
+/// The pointer of the generation annotation, which alone never makes an object differ.
+pub fn generation_pointer() -> Pointer {
     Pointer::parse(&format!(
         "/metadata/annotations/{}",
         GENERATION_ANNOTATION.replace('/', "~1")
@@ -304,7 +331,7 @@ fn generation_pointer() -> Pointer {
 }
 
 /// Adds the ownership label and the generation annotation.
-fn with_ownership(mut object: Value, target: Target<'_>) -> Value {
+pub fn with_ownership(mut object: Value, target: Target<'_>) -> Value {
     let metadata = object
         .as_object_mut()
         .expect("desired objects are JSON objects")

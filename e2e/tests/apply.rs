@@ -504,3 +504,167 @@ fn flip_one_payload_byte(file: &mut [u8], envelope: &[u8]) {
     let byte = &mut file[start + payload_at + 10];
     *byte = if *byte == b'A' { b'B' } else { b'A' };
 }
+
+#[tokio::test]
+async fn bad_objects_fail_one_by_one_and_the_rest_applies() -> anyhow::Result<()> {
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "partial").await?;
+    let missing_ns = format!("{ns}-does-not-exist");
+    let objects = vec![
+        config_map(&ns, "good"),
+        json!({"apiVersion": "nowhere.flotilla.dev/v1", "kind": "Phantom",
+            "metadata": {"name": "p", "namespace": ns}}),
+        config_map(&missing_ns, "lost"),
+        // A Deployment without a selector is invalid.
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "broken", "namespace": ns},
+            "spec": {"template": {"metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+        // The agent's own namespace is off limits by default.
+        config_map(&agent.namespace, "sneaky"),
+    ];
+    let mut limits_app = app("partial", &ns, objects, prune_policy());
+    limits_app.app.sync_policy.create_namespace = false;
+    let applied = agent.apply(agent.state().with_app(limits_app)).await?;
+    let changes = &applied.report.changes;
+    let entry = |object: &str| {
+        changes
+            .entries
+            .iter()
+            .find(|c| c.object == object)
+            .unwrap_or_else(|| panic!("no entry for {object} in\n{changes}"))
+    };
+    assert_eq!(
+        entry(&format!("ConfigMap {ns}/good")).action,
+        Action::Created,
+        "{changes}"
+    );
+    let phantom = entry(&format!("Phantom {ns}/p"));
+    assert_eq!(phantom.action, Action::Failed);
+    assert!(
+        phantom
+            .message
+            .contains("unknown kind nowhere.flotilla.dev/v1 Phantom"),
+        "{changes}"
+    );
+    let lost = entry(&format!("ConfigMap {missing_ns}/lost"));
+    assert_eq!(lost.action, Action::Failed);
+    assert!(lost.message.contains("not found"), "{changes}");
+    let broken = entry(&format!("Deployment {ns}/broken"));
+    assert_eq!(broken.action, Action::Failed);
+    assert!(broken.message.contains("selector"), "{changes}");
+    let sneaky = entry(&format!("ConfigMap {}/sneaky", agent.namespace));
+    assert_eq!(sneaky.action, Action::Failed);
+    assert!(
+        sneaky.message.contains("does not change its own namespace"),
+        "{changes}"
+    );
+    assert!(!changes.succeeded());
+    assert_eq!(config_maps(&agent.client, &ns).await?, vec!["good"]);
+    Ok(())
+}
+
+fn deployment(ns: &str, selector: &str, recreate: bool) -> Value {
+    let mut annotations = serde_json::Map::new();
+    if recreate {
+        annotations.insert("flotilla.dev/recreate".into(), "true".into());
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "immutable", "namespace": ns, "annotations": annotations},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": selector}},
+            "template": {"metadata": {"labels": {"app": selector}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+}
+
+#[tokio::test]
+async fn an_immutable_change_is_reported_and_recreates_only_with_the_opt_in() -> anyhow::Result<()>
+{
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "immutable").await?;
+    let state = |d: Value| {
+        agent
+            .state()
+            .with_app(app("immutable", &ns, vec![d], prune_policy()))
+    };
+    agent.apply(state(deployment(&ns, "a", false))).await?;
+
+    let applied = agent.apply(state(deployment(&ns, "b", false))).await?;
+    let entry = &applied.report.changes.entries[0];
+    assert_eq!(entry.action, Action::Failed, "{}", applied.report.changes);
+    assert!(
+        entry.message.contains("immutable") && entry.message.contains("flotilla.dev/recreate"),
+        "{}",
+        entry.message
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(agent.client.clone(), &ns);
+    let live = deployments.get("immutable").await?;
+    assert_eq!(
+        live.spec
+            .expect("spec")
+            .selector
+            .match_labels
+            .expect("labels")["app"],
+        "a"
+    );
+
+    let applied = agent.apply(state(deployment(&ns, "b", true))).await?;
+    let entry = &applied.report.changes.entries[0];
+    assert_eq!(
+        entry.action,
+        Action::Configured,
+        "{}",
+        applied.report.changes
+    );
+    assert!(entry.message.contains("recreated"), "{}", entry.message);
+    let live = deployments.get("immutable").await?;
+    assert_eq!(
+        live.spec
+            .expect("spec")
+            .selector
+            .match_labels
+            .expect("labels")["app"],
+        "b"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn ignore_differences_leaves_a_field_to_others() -> anyhow::Result<()> {
+    let agent = Agent::new().await?;
+    let ns = test_namespace(&agent.client, "ignore").await?;
+    let mut ignoring = app(
+        "ignore",
+        &ns,
+        vec![config_map(&ns, "tuned")],
+        prune_policy(),
+    );
+    ignoring.app.ignore_differences = vec![flotilla_shared::state::IgnoreDifference {
+        group: String::new(),
+        kind: "ConfigMap".into(),
+        name: Some("tuned".into()),
+        namespace: None,
+        json_pointers: vec!["/data/key".into()],
+    }];
+    agent
+        .apply(agent.state().with_app(ignoring.clone()))
+        .await?;
+    let api: Api<ConfigMap> = Api::namespaced(agent.client.clone(), &ns);
+    let patch = json!({"data": {"key": "tuned by an operator"}});
+    let params = kube::api::PatchParams {
+        field_manager: Some("operator".into()),
+        ..Default::default()
+    };
+    api.patch("tuned", &params, &kube::api::Patch::Merge(&patch))
+        .await?;
+
+    let applied = agent.apply(agent.state().with_app(ignoring)).await?;
+    assert_eq!(
+        actions(&applied),
+        vec![(format!("ConfigMap {ns}/tuned"), Action::Unchanged)]
+    );
+    assert_eq!(
+        api.get("tuned").await?.data.unwrap_or_default()["key"],
+        "tuned by an operator"
+    );
+    Ok(())
+}
