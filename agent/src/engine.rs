@@ -227,7 +227,6 @@ impl Engine {
             }
         }
         for (index, object) in objects.iter().enumerate() {
-            let mut object = object.clone();
             let mut desired = match Desired::from_object(object.clone()) {
                 Ok(desired) => desired,
                 Err(error) => {
@@ -241,22 +240,7 @@ impl Engine {
                     continue;
                 }
             };
-            match kinds.namespaced(&desired.object_ref) {
-                Some(true) if desired.object_ref.namespace.is_none() => {
-                    object["metadata"]["namespace"] = app.namespace.clone().into();
-                    desired.object_ref.namespace = Some(app.namespace.clone());
-                }
-                Some(false) if desired.object_ref.namespace.is_some() => {
-                    if let Some(metadata) =
-                        object.get_mut("metadata").and_then(Value::as_object_mut)
-                    {
-                        metadata.remove("namespace");
-                    }
-                    desired.object_ref.namespace = None;
-                }
-                _ => {}
-            }
-            desired.object = object;
+            place(kinds, &app.namespace, &mut desired);
             if let Err(refusal) = policy::check(
                 &desired.object_ref,
                 app.limits.as_ref(),
@@ -481,6 +465,29 @@ impl Engine {
             out.insert(app.clone(), (roll_up, healths));
         }
         Ok(out)
+    }
+}
+
+/// Puts an object where the engine applies it: a namespaced object without a namespace
+/// goes to the app's namespace, a cluster-scoped one loses the namespace it names; a kind
+/// neither discovery nor a CRD of the state knows is left as it is.
+pub fn place(kinds: &Kinds, app_namespace: &str, desired: &mut Desired) {
+    match kinds.namespaced(&desired.object_ref) {
+        Some(true) if desired.object_ref.namespace.is_none() => {
+            desired.object["metadata"]["namespace"] = app_namespace.into();
+            desired.object_ref.namespace = Some(app_namespace.to_owned());
+        }
+        Some(false) if desired.object_ref.namespace.is_some() => {
+            if let Some(metadata) = desired
+                .object
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+            {
+                metadata.remove("namespace");
+            }
+            desired.object_ref.namespace = None;
+        }
+        _ => {}
     }
 }
 

@@ -6,6 +6,7 @@ pub mod changeset;
 pub mod cli;
 pub mod diff;
 pub mod discovery;
+pub mod drift;
 pub mod engine;
 pub mod health;
 pub mod inventory;

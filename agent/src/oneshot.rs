@@ -71,6 +71,12 @@ pub struct ApplyArgs {
     /// How long `--wait` waits, e.g. `5m`.
     #[arg(long, env = "FLOTILLA_AGENT_TIMEOUT", default_value = "5m")]
     pub timeout: SignedDuration,
+    /// After applying, keep watching the applied objects for drift until Ctrl-C, printing
+    /// one line per out-of-band change and who made it; apps with `selfHeal` have it
+    /// reverted (a deleted object recreated), the others are reported OutOfSync (or
+    /// Missing) and left alone until the next state.
+    #[arg(long, env = "FLOTILLA_AGENT_WATCH")]
+    pub watch: bool,
 }
 
 /// Runs `flotilla-agent apply`: prints the change set (and, with `--wait`, health); fails
@@ -92,7 +98,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
     };
     let engine = Engine::new(
         client.clone(),
-        Store::new(client, &args.namespace),
+        Store::new(client.clone(), &args.namespace),
         settings,
     );
     let applied = apply_bundle(
@@ -132,6 +138,30 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
             state.generation
         );
     }
+    if args.watch {
+        watch_drift(client, &applied).await?;
+    }
+    Ok(())
+}
+
+/// Prints drift of the applied objects (healing it where the app says so) until Ctrl-C.
+async fn watch_drift(client: kube::Client, applied: &Applied) -> anyhow::Result<()> {
+    let (events, mut drifts) = tokio::sync::mpsc::channel(64);
+    let stop = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let watch = crate::drift::watch(client, &applied.bundle, &applied.report, events, stop);
+    let print = async {
+        while let Some(drift) = drifts.recv().await {
+            println!("{drift}");
+        }
+    };
+    println!("watching for drift; Ctrl-C stops");
+    let (watched, ()) = tokio::join!(watch, print);
+    watched?;
     Ok(())
 }
 

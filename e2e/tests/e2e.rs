@@ -5,4 +5,5 @@
 //! own so tests can run at once.
 
 mod apply;
+mod drift;
 mod harness;
