@@ -3,6 +3,8 @@
 
 pub mod bundle_build;
 pub mod cli;
+pub mod declarative;
 pub mod keygen;
 pub mod manifest_files;
+pub mod render;
 pub mod telemetry;

@@ -1,11 +1,15 @@
 //! Reads directories of plain Kubernetes manifests from disk: `*.yaml`, `*.yml` (multi-document,
 //! YAML 1.1 as Kubernetes reads it, so `0644` is octal) and `*.json`, recursively, in a stable
-//! order, expanding `kind: List`. Hidden entries (`.git`) are skipped.
+//! order, expanding `kind: List`. Hidden entries (`.git`) are skipped. It also checks whole
+//! trees (a Helm chart, a Kustomize base) against the same limits before an external tool
+//! reads them, and parses the multi-document YAML such tools print.
 //!
-//! Hard limits: no symlink may lead outside the directory, file size, total size and object
-//! count caps, and serde-saphyr's parser budget against YAML bombs. Errors name the file. It
-//! must not interpret the objects beyond "is this a JSON object".
+//! Hard limits: no symlink may lead outside a boundary (the directory itself, or the
+//! repository checkout it lies in), file size, total size and object count caps, and
+//! serde-saphyr's parser budget against YAML bombs. Errors name the file. It must not
+//! interpret the objects beyond "is this a JSON object".
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -17,6 +21,27 @@ pub const MAX_TOTAL_BYTES: u64 = 256 << 20;
 /// Most objects read from one directory.
 pub const MAX_OBJECTS: usize = 50_000;
 
+/// The size caps of one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestLimits {
+    /// Largest single file, in bytes.
+    pub max_file_bytes: u64,
+    /// Largest total of all files read, in bytes.
+    pub max_total_bytes: u64,
+    /// Most objects.
+    pub max_objects: usize,
+}
+
+impl Default for ManifestLimits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_total_bytes: MAX_TOTAL_BYTES,
+            max_objects: MAX_OBJECTS,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("read manifest directory {path}: {source}")]
@@ -27,6 +52,14 @@ pub enum ManifestError {
     },
     #[error("manifest file {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("file {path}: symbolic link leads outside {boundary}")]
+    LinkOutside { path: PathBuf, boundary: PathBuf },
+    #[error("file {path}: {size} bytes, more than the limit of {limit}")]
+    FileTooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("manifest directory {path} is over its limits: {reason}")]
     TooLarge { path: PathBuf, reason: String },
 }
@@ -38,27 +71,41 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
     }
 }
 
-/// Reads every manifest under `dir`, in path order.
+/// Reads every manifest under `dir`, in path order, with the default limits; no symlink may
+/// leave `dir`.
 pub fn read_manifest_dir(dir: &Path) -> Result<Vec<Value>, ManifestError> {
+    read_manifest_tree(dir, dir, &ManifestLimits::default())
+}
+
+/// Reads every manifest under `dir`, in path order. Symlinked files may point anywhere inside
+/// `boundary` (a directory containing `dir`, e.g. the repository checkout), never out of it;
+/// symlinked directories are not followed.
+pub fn read_manifest_tree(
+    dir: &Path,
+    boundary: &Path,
+    limits: &ManifestLimits,
+) -> Result<Vec<Value>, ManifestError> {
     let root = dir.canonicalize().map_err(io_error(dir))?;
+    let boundary = boundary.canonicalize().map_err(io_error(boundary))?;
     let mut files = Vec::new();
-    collect_files(&root, &root, &mut files)?;
+    collect_files(&boundary, &root, &mut files)?;
     files.sort();
     let mut total = 0u64;
     let mut objects = Vec::new();
     for file in files {
         let size = file.metadata().map_err(io_error(&file))?.len();
-        if size > MAX_FILE_BYTES {
-            return Err(ManifestError::Invalid {
+        if size > limits.max_file_bytes {
+            return Err(ManifestError::FileTooLarge {
                 path: file,
-                reason: format!("{size} bytes, more than the limit of {MAX_FILE_BYTES}"),
+                size,
+                limit: limits.max_file_bytes,
             });
         }
         total += size;
-        if total > MAX_TOTAL_BYTES {
+        if total > limits.max_total_bytes {
             return Err(ManifestError::TooLarge {
                 path: dir.to_owned(),
-                reason: format!("more than {MAX_TOTAL_BYTES} bytes of manifests"),
+                reason: format!("more than {} bytes of manifests", limits.max_total_bytes),
             });
         }
         let bytes = std::fs::read(&file).map_err(io_error(&file))?;
@@ -68,14 +115,101 @@ pub fn read_manifest_dir(dir: &Path) -> Result<Vec<Value>, ManifestError> {
                 reason,
             })?;
         objects.extend(documents);
-        if objects.len() > MAX_OBJECTS {
+        if objects.len() > limits.max_objects {
             return Err(ManifestError::TooLarge {
                 path: dir.to_owned(),
-                reason: format!("more than {MAX_OBJECTS} objects"),
+                reason: format!("more than {} objects", limits.max_objects),
             });
         }
     }
     Ok(objects)
+}
+
+/// What [`check_tree`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeSize {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Checks every file under `dir` (hidden ones too, except `.git`, since tools such as Helm
+/// read them) before an external tool reads the tree: no symlink, to a file or a directory,
+/// may lead outside `boundary`; no file may be over the file cap and all of them together
+/// not over the total cap. Symlinked directories inside `boundary` are followed once.
+pub fn check_tree(
+    dir: &Path,
+    boundary: &Path,
+    limits: &ManifestLimits,
+) -> Result<TreeSize, ManifestError> {
+    let boundary = boundary.canonicalize().map_err(io_error(boundary))?;
+    let root = dir.canonicalize().map_err(io_error(dir))?;
+    if !root.starts_with(&boundary) {
+        return Err(ManifestError::LinkOutside {
+            path: dir.to_owned(),
+            boundary,
+        });
+    }
+    let mut size = TreeSize::default();
+    let mut visited = HashSet::new();
+    check_dir(&boundary, &root, limits, &mut visited, &mut size)?;
+    Ok(size)
+}
+
+fn check_dir(
+    boundary: &Path,
+    dir: &Path,
+    limits: &ManifestLimits,
+    visited: &mut HashSet<PathBuf>,
+    size: &mut TreeSize,
+) -> Result<(), ManifestError> {
+    if !visited.insert(dir.to_owned()) {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        entries.push(entry.map_err(io_error(dir))?.path());
+    }
+    entries.sort();
+    for path in entries {
+        if path.file_name().is_some_and(|name| name == ".git") {
+            continue;
+        }
+        let link = path.symlink_metadata().map_err(io_error(&path))?;
+        let target = if link.file_type().is_symlink() {
+            let target = path.canonicalize().map_err(io_error(&path))?;
+            if !target.starts_with(boundary) {
+                return Err(ManifestError::LinkOutside {
+                    path,
+                    boundary: boundary.to_owned(),
+                });
+            }
+            target
+        } else {
+            path.clone()
+        };
+        let metadata = target.metadata().map_err(io_error(&path))?;
+        if metadata.is_dir() {
+            check_dir(boundary, &target, limits, visited, size)?;
+        } else if metadata.is_file() {
+            let bytes = metadata.len();
+            if bytes > limits.max_file_bytes {
+                return Err(ManifestError::FileTooLarge {
+                    path,
+                    size: bytes,
+                    limit: limits.max_file_bytes,
+                });
+            }
+            size.files += 1;
+            size.bytes += bytes;
+            if size.bytes > limits.max_total_bytes {
+                return Err(ManifestError::TooLarge {
+                    path: dir.to_owned(),
+                    reason: format!("more than {} bytes of files", limits.max_total_bytes),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -85,7 +219,7 @@ fn is_manifest(path: &Path) -> bool {
     )
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
+fn collect_files(boundary: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         let path = entry.path();
@@ -94,13 +228,13 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), 
         }
         let file_type = entry.file_type().map_err(io_error(&path))?;
         if file_type.is_symlink() {
-            // A link may point within the directory, never out of it, and never to a
+            // A link may point within the boundary, never out of it, and never to a
             // directory (which could loop).
             let target = path.canonicalize().map_err(io_error(&path))?;
-            if !target.starts_with(root) {
-                return Err(ManifestError::Invalid {
+            if !target.starts_with(boundary) {
+                return Err(ManifestError::LinkOutside {
                     path,
-                    reason: "symbolic link leads outside the manifest directory".to_owned(),
+                    boundary: boundary.to_owned(),
                 });
             }
             if target.is_dir() {
@@ -113,7 +247,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), 
                 out.push(path);
             }
         } else if file_type.is_dir() {
-            collect_files(root, &path, out)?;
+            collect_files(boundary, &path, out)?;
         } else if file_type.is_file() && is_manifest(&path) {
             out.push(path);
         }
@@ -121,9 +255,10 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), 
     Ok(())
 }
 
-/// The objects of one file: each YAML document or the JSON value, `List`s expanded, empty
-/// documents skipped.
-fn parse_documents(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, String> {
+/// The objects of one file (or of a tool's output, named by `path`): each YAML document or,
+/// for a `.json` path, the JSON value; `List`s expanded, empty documents skipped. YAML is read
+/// as Kubernetes reads it (1.1 octals) within serde-saphyr's default budget.
+pub fn parse_documents(path: &Path, bytes: &[u8]) -> Result<Vec<Value>, String> {
     let documents: Vec<Value> = if path.extension().is_some_and(|e| e == "json") {
         vec![serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?]
     } else {
