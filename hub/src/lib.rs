@@ -4,7 +4,9 @@
 pub mod bundle_build;
 pub mod cli;
 pub mod declarative;
+pub mod git;
 pub mod keygen;
 pub mod manifest_files;
 pub mod render;
 pub mod telemetry;
+pub mod webhook;
