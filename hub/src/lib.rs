@@ -4,9 +4,12 @@
 pub mod bundle_build;
 pub mod cli;
 pub mod declarative;
+pub mod failpoint;
 pub mod git;
 pub mod keygen;
 pub mod manifest_files;
+pub mod publish;
 pub mod render;
+pub mod store;
 pub mod telemetry;
 pub mod webhook;
