@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bundle_build::{self, BuildArgs};
 use crate::keygen::{self, KeygenArgs};
+use crate::reconcile::preview::{self, PreviewArgs};
 
 /// The Flotilla hub: renders Git into signed per-cluster desired state.
 #[derive(Debug, Parser)]
@@ -24,6 +25,10 @@ pub enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Print what one cluster gets from a file of Applications and ApplicationSets, rendered
+    /// from a local Git repository: each application and its objects as YAML, or why it
+    /// cannot render.
+    Render(Box<PreviewArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +52,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => {
             let report = bundle_build::build(&args, jiff::Timestamp::now())?;
             print!("{report}");
+        }
+        Command::Render(args) => {
+            let preview = preview::preview(&args)?;
+            print!("{}", preview.yaml);
+            for note in &preview.notes {
+                eprintln!("{note}");
+            }
+            if !preview.failures.is_empty() {
+                anyhow::bail!(
+                    "cluster {} cannot get everything it should:\n  {}",
+                    args.cluster,
+                    preview.failures.join("\n  ")
+                );
+            }
         }
     }
     Ok(())

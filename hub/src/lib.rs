@@ -9,6 +9,7 @@ pub mod git;
 pub mod keygen;
 pub mod manifest_files;
 pub mod publish;
+pub mod reconcile;
 pub mod render;
 pub mod store;
 pub mod telemetry;

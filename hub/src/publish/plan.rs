@@ -11,7 +11,9 @@
 //! - `allowEmpty` only when the configuration has no app at all for the cluster;
 //! - generation = max(last + 1, Unix milliseconds now), so a hub restored from an old backup
 //!   still issues higher numbers;
-//! - a state is re-issued only when its content changes, or at half its lifetime.
+//! - a state is re-issued only when its content changes, or at half its lifetime; a new
+//!   commit whose render of an app is unchanged keeps that app's deployed revision, so only
+//!   the clusters whose objects change get a new generation.
 //!
 //! No I/O, no clock, no signing: the caller passes `now` and signs the result.
 
@@ -217,12 +219,24 @@ pub fn plan_cluster(
                     if !known_digests.contains(&blob.digest) {
                         blobs.entry(blob.digest).or_insert(bytes);
                     }
+                    // Content that did not change keeps the revision it was deployed at: a
+                    // commit that leaves a cluster's objects as they were does not republish it.
+                    let source = match last_good {
+                        Some(before)
+                            if before.blob == blob
+                                && before.source.repo_url == desired.source.repo_url
+                                && before.source.path == desired.source.path =>
+                        {
+                            before.source.clone()
+                        }
+                        _ => desired.source.clone(),
+                    };
                     apps.insert(
                         desired.name.clone(),
                         App {
                             name: desired.name.clone(),
                             namespace: desired.namespace.clone(),
-                            source: desired.source.clone(),
+                            source,
                             sync_policy: desired.sync_policy.clone(),
                             limits: desired.limits.clone(),
                             ignore_differences: desired.ignore_differences.clone(),
@@ -584,6 +598,27 @@ mod tests {
             "nothing",
             &[],
         );
+    }
+
+    #[test]
+    fn a_new_commit_with_the_same_render_keeps_the_deployed_revision() {
+        let before = first(vec![rendered("web", &["a"]), rendered("db", &["b"])]);
+        let mut web = rendered("web", &["a"]);
+        web.source.revision = "c2".to_owned();
+        let mut db = rendered("db", &["b2"]);
+        db.source.revision = "c2".to_owned();
+        let later = now() + SignedDuration::from_mins(1);
+        let mut same_db = rendered("db", &["b"]);
+        same_db.source.revision = "c2".to_owned();
+        let plan = plan_cluster(
+            &input(vec![web.clone(), same_db]),
+            Some(&before),
+            later,
+            DAY,
+        );
+        assert_eq!(plan.decision, Decision::Unchanged, "nothing to republish");
+        let plan = plan_cluster(&input(vec![web, db]), Some(&before), later, DAY);
+        check(&plan, "db@c2 web@c1", &[]);
     }
 
     #[test]
