@@ -2,18 +2,21 @@
 //! live object, check ownership, dry-run, compare, and write only what differs. Talks to the
 //! apiserver.
 //!
-//! Invariant: an object that is already as desired costs one GET and one dry-run, never a
-//! write; the generation annotation alone never makes an object differ.
+//! Invariant: an object that is already as desired costs one read and at most one dry-run
+//! (none when `diff::apply_is_noop` can tell from the live object alone), never a write;
+//! the generation annotation alone never makes an object differ. The read is one GET,
+//! or a share of one paged LIST when a batch holds many objects of one kind and namespace.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flotilla_shared::state::IgnoreDifference;
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
 use crate::changeset::Action;
-use crate::diff::{Comparison, Pointer, compare, ignore_pointers};
+use crate::diff::{Comparison, Pointer, apply_is_noop, compare, ignore_pointers};
 use crate::discovery::{Kinds, Resolved};
 use crate::object::{APP_LABEL, Desired, ObjectRef};
 use crate::store::FIELD_MANAGER;
@@ -26,6 +29,16 @@ pub const ADOPT_ANNOTATION: &str = "flotilla.dev/adopt";
 /// An object whose immutable fields changed is deleted and created again only when the
 /// desired object carries this annotation set to `"true"`.
 pub const RECREATE_ANNOTATION: &str = "flotilla.dev/recreate";
+
+/// A batch reads the live objects of a kind in a namespace with one paged LIST instead of
+/// one GET each when it applies at least this many of them.
+const LIST_AT: usize = 16;
+/// Objects per page of such a LIST; only the batch's own objects are kept from each page.
+const LIST_PAGE: u32 = 250;
+
+/// The live state of an object read ahead by a LIST, as JSON bytes (a parsed `Value` costs
+/// several times as much while it waits): `None` when it does not exist.
+type Prefetched = BTreeMap<ObjectRef, Option<Vec<u8>>>;
 
 /// The app an apply works for.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +110,49 @@ pub fn describe(error: &kube::Error) -> String {
     }
 }
 
+/// The live objects named in `names`, read page by page; the rest of each page is dropped,
+/// so memory follows the batch, not the namespace. List items carry no apiVersion and kind:
+/// they are set, so that a listed object compares like a fetched one. Of their
+/// managedFields only the agent's own Apply entry is kept while they wait for their turn.
+async fn list_named(
+    api: &Api<DynamicObject>,
+    resolved: &Resolved,
+    names: &BTreeSet<&str>,
+) -> Result<BTreeMap<String, Vec<u8>>, kube::Error> {
+    let mut found = BTreeMap::new();
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    // Bounded: a namespace cannot hold more pages than this of one kind in practice, and a
+    // LIST that would need more falls back to GETs.
+    for _ in 0..1_000 {
+        let page = api.list(&params).await?;
+        for mut item in page.items {
+            let Some(name) = item.metadata.name.clone() else {
+                continue;
+            };
+            if names.contains(name.as_str()) {
+                // Only the agent's own Apply entry matters (for `apply_is_noop`).
+                if let Some(entries) = item.metadata.managed_fields.as_mut() {
+                    entries.retain(|e| {
+                        e.manager.as_deref() == Some(FIELD_MANAGER)
+                            && e.operation.as_deref() == Some("Apply")
+                    });
+                }
+                let mut value = serde_json::to_value(item).expect("objects serialize");
+                value["apiVersion"] = resolved.resource.api_version.clone().into();
+                value["kind"] = resolved.resource.kind.clone().into();
+                found.insert(name, serde_json::to_vec(&value).expect("objects serialize"));
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(found),
+        }
+    }
+    Err(kube::Error::Service(
+        "a LIST of more than 1,000 pages was cut short".into(),
+    ))
+}
+
 fn is_immutable(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 422 && s.message.contains("immutable"))
 }
@@ -116,7 +172,7 @@ impl Applier {
         target: Target<'_>,
         desired: Desired,
     ) -> Outcome {
-        self.apply_one(kinds, target, desired).await
+        self.apply_one(kinds, target, desired, None).await
     }
 
     /// Applies one batch; the objects may be applied in any order.
@@ -126,15 +182,61 @@ impl Applier {
         target: Target<'_>,
         objects: Vec<Desired>,
     ) -> Vec<Outcome> {
+        let mut prefetched = self.prefetch(kinds, &objects).await;
         futures::stream::iter(objects)
-            .map(|desired| self.apply_one(kinds, target, desired))
+            .map(|desired| {
+                let live = prefetched.remove(&desired.object_ref);
+                self.apply_one(kinds, target, desired, live)
+            })
             .buffer_unordered(self.concurrency)
             .collect()
             .await
     }
 
+    /// Reads ahead, with one paged LIST per kind and namespace, the live objects of every
+    /// kind and namespace with at least [`LIST_AT`] objects in the batch. A LIST that fails
+    /// (e.g. the agent may get but not list) leaves its objects to their own GETs.
+    async fn prefetch(&self, kinds: &Kinds, objects: &[Desired]) -> Prefetched {
+        let mut groups: BTreeMap<(&str, &str, &str, Option<&str>), Vec<&ObjectRef>> =
+            BTreeMap::new();
+        for desired in objects {
+            let o = &desired.object_ref;
+            groups
+                .entry((&o.group, &o.version, &o.kind, o.namespace.as_deref()))
+                .or_default()
+                .push(o);
+        }
+        let mut prefetched = Prefetched::new();
+        for refs in groups.into_values().filter(|r| r.len() >= LIST_AT) {
+            let Some(resolved) = kinds.resolve(refs[0]) else {
+                continue;
+            };
+            let api = api_for(&self.client, &resolved, refs[0]);
+            let names: BTreeSet<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+            match list_named(&api, &resolved, &names).await {
+                Ok(mut found) => {
+                    for object in refs {
+                        let live = found.remove(object.name.as_str());
+                        prefetched.insert(object.clone(), live);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(kind = %refs[0].kind, %error, "list failed; reading objects one by one");
+                }
+            }
+        }
+        prefetched
+    }
+
+    /// Applies one object; `prefetched` is its live state when a LIST already read it.
     #[tracing::instrument(skip_all, fields(app = target.app, object = %desired.object_ref))]
-    async fn apply_one(&self, kinds: &Kinds, target: Target<'_>, desired: Desired) -> Outcome {
+    async fn apply_one(
+        &self,
+        kinds: &Kinds,
+        target: Target<'_>,
+        desired: Desired,
+        prefetched: Option<Option<Vec<u8>>>,
+    ) -> Outcome {
         let object = &desired.object_ref;
         let Some(resolved) = kinds.resolve(object) else {
             return Outcome::new(
@@ -158,9 +260,14 @@ impl Applier {
             }
         };
         let api = api_for(&self.client, &resolved, object);
-        let live = match api.get_opt(&object.name).await {
-            Ok(live) => live.map(|l| serde_json::to_value(l).expect("objects serialize")),
-            Err(error) => return Outcome::new(object, Action::Failed, describe(&error)),
+        let live = match prefetched {
+            Some(live) => live.map(|bytes| {
+                serde_json::from_slice(&bytes).expect("bytes serialized from a Value parse back")
+            }),
+            None => match api.get_opt(&object.name).await {
+                Ok(live) => live.map(|l| serde_json::to_value(l).expect("objects serialize")),
+                Err(error) => return Outcome::new(object, Action::Failed, describe(&error)),
+            },
         };
         let mut body = with_ownership(desired.object, target);
         match &live {
@@ -227,6 +334,11 @@ impl Applier {
         live: &Value,
         ignore: &[Pointer],
     ) -> Outcome {
+        let mut ignored = ignore.to_vec();
+        ignored.push(generation_pointer());
+        if apply_is_noop(body, live, &ignored) {
+            return Outcome::new(object, Action::Unchanged, "");
+        }
         let dry_run = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         let merged = match api.patch(&object.name, &dry_run, &Patch::Apply(body)).await {
             Ok(merged) => serde_json::to_value(merged).expect("objects serialize"),
@@ -235,8 +347,6 @@ impl Applier {
             }
             Err(error) => return Outcome::new(object, Action::Failed, describe(&error)),
         };
-        let mut ignored = ignore.to_vec();
-        ignored.push(generation_pointer());
         match compare(&merged, live, &ignored) {
             Comparison::Unchanged => Outcome::new(object, Action::Unchanged, ""),
             Comparison::Configured { changed } => {

@@ -31,7 +31,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("flotilla-agent {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Apply(args) => tokio::runtime::Runtime::new()?.block_on(crate::oneshot::run(args)),
+        // One thread: the work is waiting on the apiserver, and one allocator arena keeps
+        // the agent's memory small.
+        Command::Apply(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::oneshot::run(args)),
         Command::Verify(args) => match verify::verify(&args, jiff::Timestamp::now())? {
             Outcome::Verified(bundle) => {
                 print!("{}", Report(&bundle));

@@ -202,6 +202,77 @@ fn differences(a: &Value, b: &Value, path: &mut String, out: &mut Vec<String>) {
     }
 }
 
+/// Whether a server-side apply of `desired` (the body as it would be sent) would certainly
+/// change nothing in `live`, decided without asking the apiserver: every field `desired`
+/// sets already has exactly that value in `live`, and every field the `flotilla` manager
+/// owns (its Apply entry in `metadata.managedFields`) is still in `desired`, so no field
+/// would be removed. Fields under `ignore` are left out of the first check.
+///
+/// Conservative: anything it cannot judge exactly (a list of objects that the server
+/// defaulted, a value the server normalizes, list ownership by key, no ownership entry)
+/// answers `false`, and the caller falls back to a server-side dry run. Invariant: `true`
+/// is only ever answered when the live object already holds the desired content.
+pub fn apply_is_noop(desired: &Value, live: &Value, ignore: &[Pointer]) -> bool {
+    let mut desired_view = desired.clone();
+    let mut live_view = live.clone();
+    for pointer in ignore {
+        pointer.remove_from(&mut desired_view);
+        pointer.remove_from(&mut live_view);
+    }
+    if !is_subset(&desired_view, &live_view) {
+        return false;
+    }
+    let owned = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .and_then(|entries| {
+            entries.iter().find(|e| {
+                e.get("manager").and_then(Value::as_str) == Some("flotilla")
+                    && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            })
+        })
+        .and_then(|entry| entry.get("fieldsV1"));
+    match owned {
+        Some(fields) => owned_fields_present(fields, desired),
+        None => false,
+    }
+}
+
+/// Every member of `desired` is in `live` with an equal value; arrays must be equal whole.
+fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(key, value)| l.get(key).is_some_and(|live| is_subset(value, live))),
+        (d, l) => d == l,
+    }
+}
+
+/// Every field named in a `fieldsV1` set (`f:` members only) exists in `desired`. A list
+/// member (`k:`, `v:`, `i:`) cannot be judged here and answers `false`.
+fn owned_fields_present(fields: &Value, desired: &Value) -> bool {
+    let Some(fields) = fields.as_object() else {
+        return false;
+    };
+    fields.iter().all(|(key, children)| {
+        if key == "." {
+            return true;
+        }
+        let Some(name) = key.strip_prefix("f:") else {
+            return false;
+        };
+        match desired.get(name) {
+            None => false,
+            Some(value) => {
+                let leaf = children
+                    .as_object()
+                    .is_none_or(|c| c.keys().all(|k| k == "."));
+                leaf || owned_fields_present(children, value)
+            }
+        }
+    })
+}
+
 /// The pointers of `rules` (an app's signed `ignoreDifferences`) that apply to `object`:
 /// rules whose group and kind match and whose name and namespace, when given, match too.
 pub fn ignore_pointers(
@@ -226,6 +297,57 @@ pub fn ignore_pointers(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_noop_is_recognised_only_when_certain() {
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "labels": {"flotilla.dev/app": "shop"},
+                         "annotations": {"flotilla.dev/generation": "2"}},
+            "data": {"k": "v"}});
+        let owned = json!({"f:metadata": {"f:labels": {"f:flotilla.dev/app": {}},
+            "f:annotations": {"f:flotilla.dev/generation": {}}}, "f:data": {"f:k": {}}});
+        let live = |data: Value, owned: Value| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "shop", "resourceVersion": "9",
+                "labels": {"flotilla.dev/app": "shop"},
+                "annotations": {"flotilla.dev/generation": "1"},
+                "managedFields": [{"manager": "flotilla", "operation": "Apply", "fieldsV1": owned}]},
+            "data": data})
+        };
+        let generation = [
+            Pointer::parse("/metadata/annotations/flotilla.dev~1generation")
+                .expect("valid pointer"),
+        ];
+        let check = |live: Value, expected: bool| {
+            assert_eq!(
+                apply_is_noop(&desired, &live, &generation),
+                expected,
+                "{live}"
+            );
+        };
+        // Same content, older generation annotation: nothing to write.
+        check(live(json!({"k": "v"}), owned.clone()), true);
+        // A value differs.
+        check(live(json!({"k": "edited"}), owned.clone()), false);
+        // Extra live fields owned by others are fine.
+        check(live(json!({"k": "v", "other": "x"}), owned.clone()), true);
+        // A field flotilla owns but no longer sets would be removed.
+        let more = json!({"f:data": {"f:k": {}, "f:gone": {}}, "f:metadata": {}});
+        check(live(json!({"k": "v", "gone": "x"}), more), false);
+        // List ownership cannot be judged locally.
+        let list = json!({"f:data": {"k:{\"name\":\"x\"}": {}}});
+        check(live(json!({"k": "v"}), list), false);
+        // Without flotilla's Apply entry (adopted or created by others): ask the server.
+        let mut unowned = live(json!({"k": "v"}), owned.clone());
+        unowned["metadata"]["managedFields"] = json!([]);
+        check(unowned, false);
+        // Without ignoring the generation annotation, the new value is a change.
+        assert!(!apply_is_noop(
+            &desired,
+            &live(json!({"k": "v"}), owned),
+            &[]
+        ));
+    }
+
     use super::*;
     use flotilla_shared::state::IgnoreDifference;
     use serde_json::json;

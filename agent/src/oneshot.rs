@@ -103,7 +103,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
     );
     let applied = apply_bundle(
         &engine,
-        &file,
+        file,
         &trust_root,
         &args.source.cluster,
         Timestamp::now(),
@@ -209,9 +209,11 @@ pub struct Applied {
 }
 
 /// Verifies `bundle_file` and applies it. A refused bundle changes nothing in the cluster.
+/// The file's bytes, and the blobs' bytes once parsed, are freed before the sync starts:
+/// the agent holds each object once.
 pub async fn apply_bundle(
     engine: &Engine,
-    bundle_file: &[u8],
+    bundle_file: Vec<u8>,
     trust_root: &TrustRoot,
     cluster: &str,
     now: Timestamp,
@@ -221,9 +223,19 @@ pub async fn apply_bundle(
         .last_accepted()
         .await
         .map_err(EngineError::from)?;
-    let bundle = Policy::default()
-        .read_bundle(bundle_file, trust_root, cluster, last.as_ref(), now)
+    let mut bundle = Policy::default()
+        .read_bundle(
+            bundle_file.as_slice(),
+            trust_root,
+            cluster,
+            last.as_ref(),
+            now,
+        )
         .map_err(OneshotError::Refused)?;
+    drop(bundle_file);
+    for blob in &mut bundle.blobs {
+        blob.bytes = Vec::new();
+    }
     engine
         .accept(&bundle.state.last_accepted(), last.as_ref())
         .await?;

@@ -79,6 +79,39 @@ impl Cluster {
         Ok(kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?)
     }
 
+    /// A client that authenticates as ServiceAccount `namespace/account` (which must exist)
+    /// with a fresh ten-minute token from the TokenRequest API.
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        account: &str,
+    ) -> anyhow::Result<kube::Client> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: kube::Api<ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(account, &kube::api::PostParams::default(), &request)
+            .await
+            .with_context(|| format!("request a token for {namespace}/{account}"))?
+            .status
+            .context("token request has no status")?
+            .token;
+        let mut config = self.config().await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        Ok(kube::Client::try_from(config)?)
+    }
+
     /// The path of the apiserver's audit log, which records every mutating request.
     pub fn audit_log(&self) -> PathBuf {
         self.kubeconfig.with_file_name("audit.log")

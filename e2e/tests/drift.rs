@@ -4,21 +4,15 @@
 //! (an HPA scaling podinfo's Deployment, whose manifest has no `replicas`) are not drift.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use flotilla_agent::changeset::Action;
 use flotilla_agent::drift::{DriftError, DriftEvent, DriftState, DriftWatch};
-use flotilla_agent::engine::{Engine, Settings};
-use flotilla_agent::oneshot::{self, Applied};
-use flotilla_agent::policy::LocalPolicy;
-use flotilla_agent::store::Store;
-use flotilla_e2e::{eventually, heavy_test, shared, test_namespace};
+use flotilla_agent::oneshot::Applied;
+use flotilla_e2e::{eventually, heavy_test, test_namespace};
 use flotilla_shared::state::SyncPolicy;
-use flotilla_shared::testing::{Bundle, TestApp, config_map, key};
-use flotilla_shared::{SigningKey, TrustRoot};
-use jiff::{SignedDuration, Timestamp};
+use flotilla_shared::testing::{TestApp, config_map};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -26,69 +20,22 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot as signal};
 use tokio::task::JoinHandle;
 
-const CLUSTER: &str = "e2e";
+use crate::fixtures::Agent;
+
 /// How long a drift may take to be reported.
 const REPORTED_WITHIN: Duration = Duration::from_secs(30);
 /// How long the watch must stay quiet for "no drift" to count.
 const QUIET_FOR: Duration = Duration::from_secs(5);
 
-/// One agent (its own state namespace) for the shared cluster, signing with a fixture key.
-struct Agent {
-    client: kube::Client,
-    engine: Engine,
-    key: SigningKey,
-    trust: TrustRoot,
-    generation: AtomicU64,
-}
-
-impl Agent {
-    async fn new() -> anyhow::Result<Agent> {
-        let client = shared().await.client().await?;
-        let namespace = test_namespace(&client, "agent").await?;
-        let settings = Settings {
-            policy: LocalPolicy {
-                agent_namespace: Some(namespace.clone()),
-                ..LocalPolicy::default()
-            },
-            concurrency: 16,
-        };
-        let engine = Engine::new(
-            client.clone(),
-            Store::new(client.clone(), &namespace),
-            settings,
-        );
-        let key = key(7);
-        let trust = TrustRoot::new([key.public_key().clone()]);
-        let generation = AtomicU64::new(Timestamp::now().as_millisecond() as u64);
-        Ok(Agent {
-            client,
-            engine,
-            key,
-            trust,
-            generation,
-        })
-    }
-
-    /// Applies one app as a new state (a generation above every earlier one).
-    async fn apply(&self, app: TestApp) -> anyhow::Result<Applied> {
-        let now = Timestamp::now();
-        let bundle = Bundle::test()
-            .cluster(CLUSTER)
-            .issued_at(now)
-            .expires_at(now + SignedDuration::from_hours(24))
-            .generation(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
-            .with_app(app);
-        let file = bundle.signed_by(&self.key).bundle_file();
-        let applied =
-            oneshot::apply_bundle(&self.engine, &file, &self.trust, CLUSTER, Timestamp::now())
-                .await?;
-        anyhow::ensure!(
-            applied.report.changes.succeeded(),
-            "{}",
-            applied.report.changes
-        );
-        Ok(applied)
-    }
+/// Applies one app as a new state; every object must apply.
+async fn apply(agent: &Agent, app: TestApp) -> anyhow::Result<Applied> {
+    let applied = agent.apply(agent.state().with_app(app)).await?;
+    anyhow::ensure!(
+        applied.report.changes.succeeded(),
+        "{}",
+        applied.report.changes
+    );
+    Ok(applied)
 }
 
 fn app(name: &str, namespace: &str, objects: Vec<Value>, self_heal: bool) -> TestApp {
@@ -169,9 +116,11 @@ async fn with_self_heal_an_edit_is_reported_and_reverted_without_a_new_state() -
 {
     let agent = Agent::new().await?;
     let ns = test_namespace(&agent.client, "heal").await?;
-    let applied = agent
-        .apply(app("heal", &ns, vec![config_map(&ns, "settings")], true))
-        .await?;
+    let applied = apply(
+        &agent,
+        app("heal", &ns, vec![config_map(&ns, "settings")], true),
+    )
+    .await?;
     let mut watching = Watching::start(&agent, &applied).await?;
     let api: Api<ConfigMap> = Api::namespaced(agent.client.clone(), &ns);
 
@@ -214,9 +163,7 @@ async fn without_self_heal_an_edit_is_reported_and_left_until_the_next_state() -
     let agent = Agent::new().await?;
     let ns = test_namespace(&agent.client, "noheal").await?;
     let objects = vec![config_map(&ns, "settings")];
-    let applied = agent
-        .apply(app("noheal", &ns, objects.clone(), false))
-        .await?;
+    let applied = apply(&agent, app("noheal", &ns, objects.clone(), false)).await?;
     let mut watching = Watching::start(&agent, &applied).await?;
     let api: Api<ConfigMap> = Api::namespaced(agent.client.clone(), &ns);
 
@@ -240,7 +187,7 @@ async fn without_self_heal_an_edit_is_reported_and_left_until_the_next_state() -
     assert_eq!(value_of(&api, "settings").await?, "edited by hand");
 
     // The next state, with the same content, restores it; the restore is no drift.
-    let again = agent.apply(app("noheal", &ns, objects, false)).await?;
+    let again = apply(&agent, app("noheal", &ns, objects, false)).await?;
     let actions: Vec<Action> = again
         .report
         .changes
@@ -284,7 +231,7 @@ async fn an_hpa_scaling_podinfo_is_not_drift() -> anyhow::Result<()> {
         objects[0]["kind"] == "Deployment" && objects[0]["spec"].get("replicas").is_none(),
         "podinfo's Deployment sets no replicas"
     );
-    let applied = agent.apply(app("podinfo", &ns, objects, true)).await?;
+    let applied = apply(&agent, app("podinfo", &ns, objects, true)).await?;
     let mut watching = Watching::start(&agent, &applied).await?;
     let api: Api<Deployment> = Api::namespaced(agent.client.clone(), &ns);
 

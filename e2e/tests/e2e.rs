@@ -6,4 +6,7 @@
 
 mod apply;
 mod drift;
+mod fixtures;
 mod harness;
+mod rbac;
+mod realworld;

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use flotilla_e2e::{Cluster, eventually, heavy_test, shared, test_namespace};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
@@ -169,27 +167,7 @@ async fn rbac_refuses_a_service_account_without_rights() -> anyhow::Result<()> {
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
     let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}}))?;
     accounts.create(&PostParams::default(), &account).await?;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request("nobody", &PostParams::default(), &request)
-        .await?
-        .status
-        .context("token request has no status")?
-        .token;
-
-    let mut config = cluster.config().await?;
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    let limited = kube::Client::try_from(config)?;
+    let limited = cluster.service_account_client(&ns, "nobody").await?;
     let configmaps: Api<ConfigMap> = Api::namespaced(limited, &ns);
     match configmaps.list(&ListParams::default()).await {
         Err(kube::Error::Api(e)) => {
