@@ -1,8 +1,10 @@
 //! Command-line surface of `flotilla-hub`: one clap `Args`, one function per command.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::bundle_build::{self, BuildArgs};
+use crate::config::ServeArgs;
+use crate::init::{self, InitArgs};
 use crate::keygen::{self, KeygenArgs};
 use crate::reconcile::preview::{self, PreviewArgs};
 
@@ -18,6 +20,12 @@ pub struct Args {
 pub enum Command {
     /// Print the version of this hub.
     Version,
+    /// Create a data directory: database, signing key pair, hub CA, credentials key and an
+    /// admin API token (printed once).
+    Init(InitArgs),
+    /// Run the hub: the human API, reconcile rounds on start, poll, webhook and API changes,
+    /// re-signing and blob collection, until SIGTERM or Ctrl-C.
+    Serve(Box<ServeArgs>),
     /// Create a signing key pair (signing.key, mode 0600, and signing.pub); print its key id.
     Keygen(KeygenArgs),
     /// Work with bundle files (signed cluster states for the air gap).
@@ -37,12 +45,42 @@ pub enum BundleCommand {
     Build(BuildArgs),
 }
 
+/// Parses the command line and the environment. For `serve` it also records which
+/// arguments were given (by flag or environment), since those win over its config file.
+pub fn parse() -> Args {
+    let matches = Args::command().get_matches();
+    let mut args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(error) => error.exit(),
+    };
+    if let (Command::Serve(serve), Some(("serve", sub))) = (&mut args.command, matches.subcommand())
+    {
+        for id in sub.ids() {
+            let id = id.as_str();
+            if matches!(
+                sub.value_source(id),
+                Some(
+                    clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable
+                )
+            ) {
+                serve.explicit.insert(id.to_owned());
+            }
+        }
+    }
+    args
+}
+
 /// Runs one command to completion.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Version => {
             println!("flotilla-hub {}", env!("CARGO_PKG_VERSION"));
         }
+        Command::Init(args) => {
+            let created = init::init(&args)?;
+            print!("{}", created.report());
+        }
+        Command::Serve(args) => crate::serve::serve(&args)?,
         Command::Keygen(args) => {
             let keyid = keygen::keygen(&args.out)?;
             println!("{keyid}");

@@ -1,16 +1,21 @@
 //! The Flotilla hub: turns Git into signed, per-cluster desired state and serves it to
 //! agents. It never holds a credential for any cluster and never connects to one.
 
+pub mod api;
 pub mod bundle_build;
 pub mod cli;
+pub mod config;
 pub mod declarative;
 pub mod failpoint;
 pub mod git;
+pub mod init;
 pub mod keygen;
 pub mod manifest_files;
 pub mod publish;
 pub mod reconcile;
 pub mod render;
+pub mod rounds;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 use tracing::{Instrument, info, instrument, warn};
 
 use crate::declarative::{self, AppProject, Document, ParseError, Parsed, Warning};
-use crate::git::{CachedRepository, Fetcher};
+use crate::git::Fetcher;
 use crate::publish::plan::{ClusterInput, Content, DesiredApp};
 use crate::render::{RenderRequest, Renderer};
 use crate::store::{Pin, Store, StoreError};
@@ -239,16 +239,16 @@ impl Checkouts {
     async fn checkout(
         &self,
         fetcher: &Fetcher,
-        repo: &CachedRepository,
+        cached_url: &str,
         declared_url: &str,
         commit: gix::ObjectId,
     ) -> Result<PathBuf, String> {
-        let key = (repo.url().to_owned(), commit.to_string());
+        let key = (cached_url.to_owned(), commit.to_string());
         if let Some((dir, used)) = self.lock().get_mut(&key) {
             *used = true;
             return Ok(dir.clone());
         }
-        let url_digest = hex::encode(Sha256::digest(repo.url().as_bytes()));
+        let url_digest = hex::encode(Sha256::digest(cached_url.as_bytes()));
         let dir = self
             .root
             .path()
@@ -462,16 +462,20 @@ impl Reconciler {
     async fn checkout(&self, placed: &Placement) -> Result<(PathBuf, String), String> {
         let declared = &placed.source;
         let app = &placed.app;
-        let repo = self
-            .fetcher
-            .cached(&declared.repo_url)
-            .map_err(|e| format!("application {app}: {e}"))?;
-        let commit = repo
-            .resolve(&declared.target_revision)
-            .map_err(|e| format!("application {app}: {e}"))?;
+        // The cached repository is not `Send`: it is dropped before the checkout is awaited.
+        let (cached_url, commit) = {
+            let repo = self
+                .fetcher
+                .cached(&declared.repo_url)
+                .map_err(|e| format!("application {app}: {e}"))?;
+            let commit = repo
+                .resolve(&declared.target_revision)
+                .map_err(|e| format!("application {app}: {e}"))?;
+            (repo.url().to_owned(), commit)
+        };
         let dir = self
             .checkouts
-            .checkout(&self.fetcher, &repo, &declared.repo_url, commit)
+            .checkout(&self.fetcher, &cached_url, &declared.repo_url, commit)
             .await
             .map_err(|e| format!("application {app}: {e}"))?;
         Ok((dir, commit.to_string()))

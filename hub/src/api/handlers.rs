@@ -1,0 +1,579 @@
+//! One function per route of the human API. Each reads the store, writes it and asks for a
+//! round; none renders, fetches or signs itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::openapi::{self, Route};
+use super::{ApiError, ApiState, Call, json};
+use crate::declarative::{self, Document};
+use crate::publish::stored_payload;
+use crate::rounds::Fetch;
+use crate::store::{
+    AppSetRecord, ApplicationRecord, AuditEntry, ClusterRecord, Origin, Pin, Store as _, StoreError,
+};
+use crate::webhook::{self, Delivery, Provider, WebhookError};
+
+type Res = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Who acts through the admin token (per-user identities come with the dashboard issue).
+const ADMIN: &str = "admin";
+
+pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
+    let param = |i: usize| call.params.get(i).map(String::as_str).unwrap_or_default();
+    match (route.method.as_str(), route.path) {
+        ("GET", "/healthz") => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
+        ("GET", "/api/v1/openapi.json") => Ok(json(StatusCode::OK, &openapi::document())),
+        ("POST", "/api/v1/apply") => apply(state, &call).await,
+        ("GET", "/api/v1/applications") => applications(state).await,
+        ("GET", "/api/v1/applications/{name}") => application(state, param(0)).await,
+        ("POST", "/api/v1/applications/{name}/pin") => pin(state, param(0), &call).await,
+        ("DELETE", "/api/v1/applications/{name}/pin") => unpin(state, param(0), &call).await,
+        ("GET", "/api/v1/clusters") => clusters(state).await,
+        ("POST", "/api/v1/clusters") => put_cluster(state, &call).await,
+        ("GET", "/api/v1/clusters/{name}/state") => cluster_state(state, param(0)).await,
+        ("POST", "/api/v1/refresh") => {
+            state.hub.trigger(Fetch::All, "api");
+            Ok(json(StatusCode::ACCEPTED, &json!({"status": "queued"})))
+        }
+        ("POST", "/api/v1/webhook/{provider}") => receive_webhook(state, param(0), &call).await,
+        (method, path) => Err(ApiError::not_found(format!(
+            "no handler for {method} {path}"
+        ))),
+    }
+}
+
+/// A JSON body into `T`, refusing unknown fields (the message names the field).
+fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(&call.body);
+    serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::bad_request(format!("request body: {inner}"))
+            } else {
+                ApiError::bad_request(format!("request body at {path}: {inner}"))
+            }
+        })
+        .and_then(|value| {
+            de.end()
+                .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+            Ok(value)
+        })
+}
+
+fn audit(action: &str, subject: &str, detail: Value) -> AuditEntry {
+    AuditEntry {
+        at: Timestamp::now(),
+        who: ADMIN.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+        source: "api".to_owned(),
+    }
+}
+
+async fn apply(state: &ApiState, call: &Call) -> Res {
+    let text = std::str::from_utf8(&call.body)
+        .map_err(|_| ApiError::bad_request("request body: not UTF-8 text"))?;
+    let mut options = serde_saphyr::Options::default();
+    // Kubernetes reads YAML 1.1: `0644` is an octal number.
+    options.legacy_octal_numbers = true;
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| ApiError::bad_request(format!("request body: YAML or JSON: {e}")))?;
+    // Every document is checked before anything is stored.
+    let mut parsed = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, value) in values.into_iter().enumerate() {
+        if value.is_null() {
+            continue;
+        }
+        let document = declarative::parse_document(index, value.clone())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let name = match &document.value {
+            Document::Application(app) => app.metadata.name.clone(),
+            Document::ApplicationSet(set) => set.metadata.name.clone(),
+            Document::AppProject(project) => project.metadata.name.clone(),
+        };
+        for warning in &document.warnings {
+            warnings.push(format!("document {index} ({name}): {warning}"));
+        }
+        parsed.push((value, document.value, name));
+    }
+    if parsed.is_empty() {
+        return Err(ApiError::bad_request("request body: no documents"));
+    }
+    let store = state.hub.store();
+    let now = Timestamp::now();
+    let mut applied = Vec::new();
+    for (spec, document, name) in parsed {
+        let kind = match document {
+            Document::Application(app) => {
+                store
+                    .put_application(&ApplicationRecord {
+                        name: name.clone(),
+                        project: app.spec.project.clone(),
+                        spec,
+                        origin: Origin::Api,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
+                "Application"
+            }
+            Document::ApplicationSet(_) => {
+                store
+                    .put_app_set(&AppSetRecord {
+                        name: name.clone(),
+                        spec,
+                        origin: Origin::Api,
+                        generated: Vec::new(),
+                        generator_error: None,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
+                "ApplicationSet"
+            }
+            Document::AppProject(project) => {
+                let mut projects = state
+                    .hub
+                    .projects
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                projects.retain(|p| p.metadata.name != name);
+                projects.push(project);
+                warnings.push(format!(
+                    "AppProject {name} is held in memory only: apply it again after a hub restart"
+                ));
+                "AppProject"
+            }
+        };
+        store
+            .record_audit(&audit("apply", &format!("{kind} {name}"), json!({})))
+            .await?;
+        applied.push(json!({"kind": kind, "name": name}));
+    }
+    info!(
+        documents = applied.len(),
+        warnings = warnings.len(),
+        "configuration applied"
+    );
+    state.hub.trigger(Fetch::Missing, "api");
+    Ok(json(
+        StatusCode::OK,
+        &json!({"applied": applied, "warnings": warnings}),
+    ))
+}
+
+async fn applications(state: &ApiState) -> Res {
+    let store = state.hub.store();
+    let apps: Vec<Value> = store
+        .applications()
+        .await?
+        .into_iter()
+        .map(|a| application_json(&a))
+        .collect();
+    let sets: Vec<Value> = store
+        .app_sets()
+        .await?
+        .into_iter()
+        .map(|s| app_set_json(&s))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({"applications": apps, "applicationSets": sets}),
+    ))
+}
+
+fn application_json(app: &ApplicationRecord) -> Value {
+    json!({
+        "name": app.name,
+        "project": app.project,
+        "origin": app.origin.as_str(),
+        "spec": app.spec,
+        "updatedAt": app.updated_at.to_string(),
+    })
+}
+
+fn app_set_json(set: &AppSetRecord) -> Value {
+    json!({
+        "name": set.name,
+        "origin": set.origin.as_str(),
+        "generated": set.generated,
+        "generatorError": set.generator_error,
+        "spec": set.spec,
+        "updatedAt": set.updated_at.to_string(),
+    })
+}
+
+async fn application(state: &ApiState, name: &str) -> Res {
+    let store = state.hub.store();
+    let declared = store.application(name).await?;
+    let generated_by: Vec<String> = store
+        .app_sets()
+        .await?
+        .into_iter()
+        .filter(|s| s.generated.iter().any(|g| g == name))
+        .map(|s| s.name)
+        .collect();
+    let mut deployed = Vec::new();
+    for stored in store.latest_states().await? {
+        let Ok(state) = stored_payload(&stored) else {
+            continue;
+        };
+        if let Some(app) = state.app(name) {
+            deployed.push(json!({
+                "cluster": stored.cluster,
+                "generation": stored.generation,
+                "revision": app.source.revision,
+                "blob": app.blob.digest.to_string(),
+            }));
+        }
+    }
+    if declared.is_none() && generated_by.is_empty() && deployed.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "application {name} is not known"
+        )));
+    }
+    let history: Vec<Value> = store
+        .history(name, 20)
+        .await?
+        .into_iter()
+        .map(|h| {
+            json!({
+                "cluster": h.cluster,
+                "revision": h.revision,
+                "generation": h.generation,
+                "deployedAt": h.deployed_at.to_string(),
+                "deployedBy": h.deployed_by,
+            })
+        })
+        .collect();
+    let pins: Vec<Value> = store
+        .pins()
+        .await?
+        .into_iter()
+        .filter(|p| p.app == name)
+        .map(|p| json!({"cluster": p.cluster, "revision": p.revision, "pinnedBy": p.pinned_by}))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "name": name,
+            "declared": declared.as_ref().map(application_json),
+            "generatedBy": generated_by,
+            "clusters": deployed,
+            "pins": pins,
+            "history": history,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinRequest {
+    revision: String,
+    #[serde(default)]
+    cluster: Option<String>,
+}
+
+async fn pin(state: &ApiState, app: &str, call: &Call) -> Res {
+    let request: PinRequest = body(call)?;
+    let pin = Pin {
+        app: app.to_owned(),
+        cluster: request.cluster.clone(),
+        revision: request.revision.clone(),
+        pinned_by: ADMIN.to_owned(),
+        pinned_at: Timestamp::now(),
+    };
+    let entry = audit(
+        "pin",
+        &format!("application {app}"),
+        json!({"revision": request.revision, "cluster": request.cluster}),
+    );
+    match state.hub.store().pin(&pin, &entry).await {
+        Ok(()) => {}
+        Err(error @ StoreError::NotInHistory { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "revision_not_deployed",
+                error.to_string(),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    state.hub.trigger(Fetch::Missing, "api");
+    Ok(json(
+        StatusCode::OK,
+        &json!({"app": app, "revision": pin.revision, "cluster": pin.cluster}),
+    ))
+}
+
+async fn unpin(state: &ApiState, app: &str, call: &Call) -> Res {
+    let mut cluster = None;
+    for pair in call.query.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("cluster", value)) if !value.is_empty() => cluster = Some(value.to_owned()),
+            None if pair.is_empty() => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {:?} is not known",
+                    pair.split('=').next().unwrap_or_default()
+                )));
+            }
+        }
+    }
+    let entry = audit(
+        "unpin",
+        &format!("application {app}"),
+        json!({"cluster": cluster}),
+    );
+    if !state
+        .hub
+        .store()
+        .unpin(app, cluster.as_deref(), &entry)
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "application {app} is not pinned"
+        )));
+    }
+    state.hub.trigger(Fetch::Missing, "api");
+    Ok(json(
+        StatusCode::OK,
+        &json!({"app": app, "cluster": cluster}),
+    ))
+}
+
+async fn clusters(state: &ApiState) -> Res {
+    let store = state.hub.store();
+    let generations: BTreeMap<String, u64> = store
+        .latest_states()
+        .await?
+        .into_iter()
+        .map(|s| (s.cluster, s.generation))
+        .collect();
+    let clusters: Vec<Value> = store
+        .clusters()
+        .await?
+        .iter()
+        .map(|c| cluster_json(c, generations.get(&c.name).copied()))
+        .collect();
+    Ok(json(StatusCode::OK, &json!({"clusters": clusters})))
+}
+
+fn cluster_json(cluster: &ClusterRecord, generation: Option<u64>) -> Value {
+    json!({
+        "name": cluster.name,
+        "labels": cluster.labels,
+        "server": cluster.server_url,
+        "kubeVersion": cluster.kube_version,
+        "agentVersion": cluster.agent_version,
+        "lastSeen": cluster.last_seen.map(|t| t.to_string()),
+        "generation": generation,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterRequest {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    server: Option<String>,
+}
+
+/// A DNS-1123 label: what Kubernetes and certificate names accept.
+fn valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+async fn put_cluster(state: &ApiState, call: &Call) -> Res {
+    let request: ClusterRequest = body(call)?;
+    if !valid_cluster_name(&request.name) {
+        return Err(ApiError::bad_request(format!(
+            "cluster name {:?} is not a DNS-1123 label",
+            request.name
+        )));
+    }
+    let store = state.hub.store();
+    let existing = store.cluster(&request.name).await?;
+    let created = existing.is_none();
+    let mut record =
+        existing.unwrap_or_else(|| ClusterRecord::new(&request.name, Timestamp::now()));
+    record.labels = request.labels;
+    record.server_url = request.server.filter(|s| !s.is_empty());
+    store.put_cluster(&record).await?;
+    store
+        .record_audit(&audit(
+            "register cluster",
+            &format!("cluster {}", record.name),
+            json!({"labels": record.labels}),
+        ))
+        .await?;
+    state.hub.trigger(Fetch::Missing, "api");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &cluster_json(&record, None)))
+}
+
+async fn cluster_state(state: &ApiState, name: &str) -> Res {
+    let store = state.hub.store();
+    if store.cluster(name).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "cluster {name} is not registered"
+        )));
+    }
+    let Some(stored) = store.latest_state(name).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_state",
+            format!("cluster {name} has no state yet: no application targets it"),
+        ));
+    };
+    let envelope: Value = serde_json::from_slice(&stored.envelope).map_err(|e| {
+        warn!(cluster = name, error = %e, "stored envelope is not JSON");
+        ApiError::internal(format!("the stored state of cluster {name} is unreadable"))
+    })?;
+    let payload = stored_payload(&stored).map_err(|e| {
+        warn!(cluster = name, error = %e, "stored state is unreadable");
+        ApiError::internal(format!("the stored state of cluster {name} is unreadable"))
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "cluster": name,
+            "generation": stored.generation,
+            "issuedAt": stored.issued_at.to_string(),
+            "expiresAt": stored.expires_at.to_string(),
+            "envelope": envelope,
+            "state": payload,
+        }),
+    ))
+}
+
+async fn receive_webhook(state: &ApiState, provider: &str, call: &Call) -> Res {
+    let expected = match provider {
+        "github" => Provider::GitHub,
+        "gitlab" => Provider::GitLab,
+        "gitea" | "forgejo" => Provider::Gitea,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "webhook provider {other:?} is not known (github, gitlab, gitea, forgejo)"
+            )));
+        }
+    };
+    let Some(secret) = super::webhook_secret(state) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook_disabled",
+            "no webhook secret is configured: the webhook refuses every delivery",
+        ));
+    };
+    let delivery = webhook::receive(
+        &call.headers,
+        &call.body,
+        secret,
+        state.webhook_max_body_bytes,
+    )
+    .map_err(|error| match error {
+        WebhookError::TooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            error.to_string(),
+        ),
+        WebhookError::Parse { .. } => ApiError::bad_request(error.to_string()),
+        WebhookError::UnknownProvider
+        | WebhookError::Verify { .. }
+        | WebhookError::MalformedSignature { .. } => {
+            warn!(%error, "webhook refused");
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                error.to_string(),
+            )
+        }
+    })?;
+    match delivery {
+        Delivery::Ignored { provider, event } => Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({"ignored": event, "provider": format!("{provider:?}")}),
+        )),
+        Delivery::Push(push) => {
+            if push.provider != expected {
+                return Err(ApiError::bad_request(format!(
+                    "webhook for {provider} carries {:?} headers",
+                    push.provider
+                )));
+            }
+            let known = state.hub.known_repositories().await?;
+            let targets: BTreeSet<String> = push
+                .targets(known.iter().map(String::as_str))
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            info!(repositories = targets.len(), "push received");
+            let count = targets.len();
+            if count > 0 {
+                state.hub.trigger(Fetch::Repos(targets), "webhook");
+            }
+            Ok(json(StatusCode::ACCEPTED, &json!({"repositories": count})))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(body: &str) -> Call {
+        Call {
+            params: Vec::new(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn bodies_refuse_unknown_fields_and_name_them() {
+        let err =
+            body::<ClusterRequest>(&call(r#"{"name": "a", "labls": {}}"#)).expect_err("refused");
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("labls"), "{}", err.message);
+        let err = body::<PinRequest>(&call(r#"{"revision": 1}"#)).expect_err("type");
+        assert!(err.message.contains("revision"), "{}", err.message);
+        let ok = body::<PinRequest>(&call(r#"{"revision": "abc"}"#)).expect("ok");
+        assert_eq!((ok.revision.as_str(), ok.cluster), ("abc", None));
+    }
+
+    #[test]
+    fn cluster_names_are_dns_labels() {
+        for good in ["prod-east", "a", "x1"] {
+            assert!(valid_cluster_name(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "Prod", "a.b", &"a".repeat(64)] {
+            assert!(!valid_cluster_name(bad), "{bad}");
+        }
+    }
+}

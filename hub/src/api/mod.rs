@@ -1,0 +1,294 @@
+//! The human API: JSON under `/api/v1` over HTTP/1.1 (hyper), a bearer token on every route
+//! but `/healthz` and the webhook (which is verified by the webhook secret instead), one
+//! error object ([`error::ApiError`]), capped bodies, request bodies that refuse unknown
+//! fields, and its OpenAPI document ([`openapi`]). One span per request with method, path and
+//! status; no header, body or query string is logged.
+//!
+//! It owns HTTP only: what a request changes goes through the store and `rounds::Hub`.
+
+pub mod error;
+mod handlers;
+pub mod openapi;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{Instrument as _, debug, field, info, info_span, warn};
+
+use crate::rounds::Hub;
+pub use error::ApiError;
+use openapi::{ROUTES, Route};
+
+/// What every request handler may use.
+pub struct ApiState {
+    pub hub: Arc<Hub>,
+    /// SHA-256 of the admin token.
+    pub admin_token_hash: [u8; 32],
+    pub webhook_secret: Option<SecretString>,
+    pub max_body_bytes: usize,
+    pub webhook_max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<Body> {
+    let mut response = json(error.status, &error.body());
+    if error.status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// A request as handlers see it: parameters from the path, the body read within its cap.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub params: Vec<String>,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Serves until `shutdown` fires, then gives open connections `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "accept connection");
+                continue;
+            }
+        };
+        let state = state.clone();
+        let mut conn_shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, request, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        debug!(%error, "connection ended");
+                    }
+                }
+                _ = conn_shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ignored = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    if tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!(
+            open = connections.len(),
+            "connections still open after the grace period; closing them"
+        );
+        connections.abort_all();
+    }
+}
+
+async fn handle(state: &ApiState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = info_span!("request", %method, %path, status = field::Empty, %peer);
+    async {
+        let response = match dispatch(state, request).await {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        };
+        let span = tracing::Span::current();
+        span.record("status", response.status().as_u16());
+        info!("request served");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+fn find_route(method: &Method, path: &str) -> Result<(&'static Route, Vec<String>), ApiError> {
+    let mut path_matched = false;
+    for route in ROUTES {
+        if let Some(params) = openapi::match_path(route.path, path) {
+            if route.method == *method {
+                return Ok((route, params));
+            }
+            path_matched = true;
+        }
+    }
+    if path_matched {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        ))
+    } else {
+        Err(ApiError::not_found(format!("no route {path}")))
+    }
+}
+
+fn authorized(state: &ApiState, headers: &http::HeaderMap) -> bool {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    bool::from(hash.ct_eq(&state.admin_token_hash))
+}
+
+async fn dispatch(
+    state: &ApiState,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let (route, params) = find_route(&method, &path)?;
+    // Authentication comes before anything else is looked at, the body included.
+    if route.bearer && !authorized(state, request.headers()) {
+        return Err(ApiError::unauthorized());
+    }
+    let limit = if route.bearer {
+        state.max_body_bytes
+    } else {
+        state.webhook_max_body_bytes
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::bad_request(format!("read request body: {error}"))
+            }
+        })?
+        .to_bytes();
+    let call = Call {
+        params,
+        query,
+        headers: parts.headers,
+        body,
+    };
+    handlers::route(state, route, call).await
+}
+
+/// The SHA-256 of a token as `init` stores it (hex), decoded.
+pub fn parse_token_hash(text: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(text.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Whether `secret` is configured and non-empty (the webhook refuses everything otherwise).
+pub(crate) fn webhook_secret(state: &ApiState) -> Option<&SecretString> {
+    state
+        .webhook_secret
+        .as_ref()
+        .filter(|s| !s.expose_secret().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_found_by_method_and_path() {
+        let (route, params) =
+            find_route(&Method::GET, "/api/v1/clusters/east/state").expect("found");
+        assert_eq!(
+            (route.path, params),
+            ("/api/v1/clusters/{name}/state", vec!["east".to_owned()])
+        );
+        let err = find_route(&Method::PUT, "/api/v1/clusters").expect_err("method");
+        assert_eq!(err.status, StatusCode::METHOD_NOT_ALLOWED);
+        let err = find_route(&Method::GET, "/api/v2/clusters").expect_err("path");
+        assert_eq!(err.code, "not_found");
+        assert!(
+            !find_route(&Method::POST, "/api/v1/webhook/github")
+                .expect("found")
+                .0
+                .bearer
+        );
+    }
+
+    #[test]
+    fn token_hashes_round_trip() {
+        let hash = crate::init::token_hash("flt_x");
+        let parsed = parse_token_hash(&format!("{hash}\n")).expect("hex");
+        assert_eq!(hex::encode(parsed), hash);
+        assert_eq!(parse_token_hash("zz"), None);
+    }
+}

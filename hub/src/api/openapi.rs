@@ -1,0 +1,218 @@
+//! The routes of the human API ([`ROUTES`], which the router matches against) and its
+//! OpenAPI 3 document (written by hand; a test keeps the two in step). Pure.
+
+use http::Method;
+use serde_json::{Value, json};
+
+/// One route: method, path template (`{name}` segments are parameters), whether it needs the
+/// bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub bearer: bool,
+}
+
+const fn route(method: Method, path: &'static str, bearer: bool) -> Route {
+    Route {
+        method,
+        path,
+        bearer,
+    }
+}
+
+/// Every route the router serves.
+pub const ROUTES: &[Route] = &[
+    route(Method::GET, "/healthz", false),
+    route(Method::GET, "/api/v1/openapi.json", true),
+    route(Method::POST, "/api/v1/apply", true),
+    route(Method::GET, "/api/v1/applications", true),
+    route(Method::GET, "/api/v1/applications/{name}", true),
+    route(Method::POST, "/api/v1/applications/{name}/pin", true),
+    route(Method::DELETE, "/api/v1/applications/{name}/pin", true),
+    route(Method::GET, "/api/v1/clusters", true),
+    route(Method::POST, "/api/v1/clusters", true),
+    route(Method::GET, "/api/v1/clusters/{name}/state", true),
+    route(Method::POST, "/api/v1/refresh", true),
+    route(Method::POST, "/api/v1/webhook/{provider}", false),
+];
+
+/// Matches `path` against a template; returns the parameters in order.
+pub fn match_path(template: &str, path: &str) -> Option<Vec<String>> {
+    let mut params = Vec::new();
+    let mut segments = path.split('/');
+    for expected in template.split('/') {
+        let got = segments.next()?;
+        if expected.starts_with('{') && expected.ends_with('}') {
+            if got.is_empty() {
+                return None;
+            }
+            params.push(got.to_owned());
+        } else if expected != got {
+            return None;
+        }
+    }
+    segments.next().is_none().then_some(params)
+}
+
+fn error_responses() -> Value {
+    json!({
+        "400": {"$ref": "#/components/responses/Error"},
+        "401": {"$ref": "#/components/responses/Error"},
+        "404": {"$ref": "#/components/responses/Error"},
+        "413": {"$ref": "#/components/responses/Error"}
+    })
+}
+
+fn ok(description: &str, extra: Value) -> Value {
+    let mut responses = error_responses();
+    responses["200"] = json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}});
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            responses[k] = v;
+        }
+    }
+    responses
+}
+
+fn name_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
+}
+
+/// The OpenAPI 3 document served at `/api/v1/openapi.json`.
+pub fn document() -> Value {
+    let app = name_param("name", "application name");
+    let cluster = name_param("name", "cluster name");
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Flotilla hub human API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Declarative configuration, clusters and their signed states. Every route except /healthz and the webhook needs `Authorization: Bearer <token>`. Request bodies refuse unknown fields."
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/api/v1/openapi.json": {"get": {"summary": "this document", "responses": ok("the OpenAPI document", json!({}))}},
+            "/api/v1/apply": {"post": {
+                "summary": "store Application, ApplicationSet and AppProject documents (argoproj.io/v1alpha1)",
+                "requestBody": {"required": true, "content": {
+                    "application/yaml": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "string"}}
+                }},
+                "responses": ok("what was stored, and warnings naming unsupported fields", json!({}))
+            }},
+            "/api/v1/applications": {"get": {"summary": "declared applications and application sets", "responses": ok("applications", json!({}))}},
+            "/api/v1/applications/{name}": {"get": {
+                "summary": "one application: declaration, where it runs, history",
+                "parameters": [app],
+                "responses": ok("the application", json!({}))
+            }},
+            "/api/v1/applications/{name}/pin": {
+                "post": {
+                    "summary": "hold an application (or one cluster of it) at a deployed revision",
+                    "parameters": [app],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PinRequest"}}}},
+                    "responses": ok("pinned", json!({"409": {"$ref": "#/components/responses/Error"}}))
+                },
+                "delete": {
+                    "summary": "lift a pin",
+                    "parameters": [app, {"name": "cluster", "in": "query", "required": false, "schema": {"type": "string"}}],
+                    "responses": ok("unpinned", json!({}))
+                }
+            },
+            "/api/v1/clusters": {
+                "get": {"summary": "registered clusters and their served generations", "responses": ok("clusters", json!({}))},
+                "post": {
+                    "summary": "register or update a cluster (admin)",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClusterRequest"}}}},
+                    "responses": ok("the cluster", json!({}))
+                }
+            },
+            "/api/v1/clusters/{name}/state": {"get": {
+                "summary": "the cluster's current signed ClusterState: the DSSE envelope and its decoded payload",
+                "parameters": [cluster],
+                "responses": ok("the state", json!({}))
+            }},
+            "/api/v1/refresh": {"post": {"summary": "fetch every repository and reconcile now", "responses": ok("queued", json!({}))}},
+            "/api/v1/webhook/{provider}": {"post": {
+                "summary": "push webhook of GitHub, GitLab or Gitea/Forgejo, verified with the webhook secret",
+                "security": [],
+                "parameters": [name_param("provider", "github, gitlab, gitea or forgejo")],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": ok("accepted", json!({"503": {"$ref": "#/components/responses/Error"}}))
+            }}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}
+                }}},
+                "PinRequest": {"type": "object", "additionalProperties": false, "required": ["revision"], "properties": {
+                    "revision": {"type": "string"}, "cluster": {"type": "string"}
+                }},
+                "ClusterRequest": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+                    "name": {"type": "string"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "server": {"type": "string"}
+                }}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_document_and_nothing_else() {
+        let doc = document();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut documented = 0;
+        for (path, methods) in paths {
+            documented += methods.as_object().expect("methods").len();
+            assert!(
+                ROUTES.iter().any(|r| r.path == path),
+                "{path} is not routed"
+            );
+        }
+        for route in ROUTES {
+            let method = route.method.as_str().to_ascii_lowercase();
+            assert!(
+                doc["paths"][route.path][&method].is_object(),
+                "{} {} is not documented",
+                route.method,
+                route.path
+            );
+        }
+        assert_eq!(documented, ROUTES.len());
+    }
+
+    #[test]
+    fn paths_match_templates() {
+        let check = |template, path, expected: Option<Vec<&str>>| {
+            assert_eq!(
+                match_path(template, path),
+                expected.map(|v| v.into_iter().map(str::to_owned).collect()),
+                "{template} {path}"
+            );
+        };
+        check("/api/v1/clusters", "/api/v1/clusters", Some(vec![]));
+        check(
+            "/api/v1/clusters/{name}/state",
+            "/api/v1/clusters/east/state",
+            Some(vec!["east"]),
+        );
+        check(
+            "/api/v1/clusters/{name}/state",
+            "/api/v1/clusters//state",
+            None,
+        );
+        check("/api/v1/clusters", "/api/v1/clusters/x", None);
+        check("/api/v1/applications/{name}", "/api/v1/applications", None);
+    }
+}

@@ -1,0 +1,320 @@
+//! Configuration of `flotilla-hub serve`: flags and `FLOTILLA_HUB_*` environment variables
+//! (clap), and an optional config file (TOML, or YAML/JSON by extension) for the same
+//! settings. A flag or variable that was given wins over the file; the file wins over the
+//! built-in defaults. The result is one [`ServeConfig`].
+//!
+//! Secrets (the webhook secret) are held as [`SecretString`] from the moment they are read
+//! and never reach a `Debug`, an error or a log line. It reads the config file and nothing
+//! else; it starts nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use jiff::SignedDuration;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::failpoint::FailpointArgs;
+use crate::git::{Rewrite, Rewrites};
+use crate::render::RenderArgs;
+
+/// Default largest request body of the human API.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// A secret given on the command line or in the environment; `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg(redacted)")
+    }
+}
+
+impl FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The data directory `flotilla-hub init` created.
+    #[arg(long, env = "FLOTILLA_HUB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// A config file (TOML, or YAML/JSON by extension) with the settings below; flags and
+    /// environment variables win over it.
+    #[arg(long, env = "FLOTILLA_HUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the human API (plain HTTP; put TLS in front of it). Port 0 picks a free one.
+    #[arg(long, env = "FLOTILLA_HUB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// How often every repository is fetched when no webhook says it changed.
+    #[arg(long, env = "FLOTILLA_HUB_POLL_INTERVAL", default_value = "3m")]
+    pub poll_interval: SignedDuration,
+    /// Largest random delay added to each poll, so repositories are not fetched in lockstep.
+    #[arg(long, env = "FLOTILLA_HUB_POLL_JITTER", default_value = "30s")]
+    pub poll_jitter: SignedDuration,
+    /// How often states are checked for re-signing (at half their lifetime).
+    #[arg(long, env = "FLOTILLA_HUB_RESIGN_CHECK_INTERVAL", default_value = "1m")]
+    pub resign_check_interval: SignedDuration,
+    /// How often unreferenced blobs are collected.
+    #[arg(long, env = "FLOTILLA_HUB_GC_INTERVAL", default_value = "10m")]
+    pub gc_interval: SignedDuration,
+    /// How long in-flight requests may finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "FLOTILLA_HUB_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: SignedDuration,
+    /// Shared secret of push webhooks (HMAC key for GitHub and Gitea/Forgejo, token for
+    /// GitLab). Without it the webhook endpoint refuses every delivery. Prefer the
+    /// environment variable or the config file to the flag.
+    #[arg(long, env = "FLOTILLA_HUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<SecretArg>,
+    /// Largest request body of the human API, in bytes.
+    #[arg(long, env = "FLOTILLA_HUB_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Largest webhook body, in bytes.
+    #[arg(long, env = "FLOTILLA_HUB_WEBHOOK_MAX_BODY_BYTES", default_value_t = crate::webhook::DEFAULT_MAX_BODY_BYTES)]
+    pub webhook_max_body_bytes: usize,
+    /// Repository URL rewrite `PREFIX=BASE` (git's `url.BASE.insteadOf PREFIX`); repeatable.
+    #[arg(long = "rewrite", env = "FLOTILLA_HUB_REWRITES", value_delimiter = ',')]
+    pub rewrites: Vec<String>,
+    #[command(flatten)]
+    pub render: RenderArgs,
+    #[command(flatten)]
+    pub failpoints: FailpointArgs,
+    /// Ids of the arguments given by flag or environment (they win over the config file);
+    /// filled in by `cli::parse`.
+    #[arg(skip)]
+    pub explicit: BTreeSet<String>,
+}
+
+/// The config file: the same settings as the flags, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    poll_interval: Option<String>,
+    poll_jitter: Option<String>,
+    resign_check_interval: Option<String>,
+    gc_interval: Option<String>,
+    shutdown_grace: Option<String>,
+    webhook_secret: Option<String>,
+    max_body_bytes: Option<usize>,
+    webhook_max_body_bytes: Option<usize>,
+    /// PREFIX → BASE.
+    rewrites: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse config file {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("config file {path}: {field}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("rewrite {0:?}: expected PREFIX=BASE")]
+    Rewrite(String),
+    #[error("{field}: must be positive")]
+    NotPositive { field: &'static str },
+}
+
+/// Everything `serve` runs with.
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub poll_interval: SignedDuration,
+    pub poll_jitter: SignedDuration,
+    pub resign_check_interval: SignedDuration,
+    pub gc_interval: SignedDuration,
+    pub shutdown_grace: SignedDuration,
+    pub webhook_secret: Option<SecretString>,
+    pub max_body_bytes: usize,
+    pub webhook_max_body_bytes: usize,
+    pub rewrites: Rewrites,
+    pub rewrite_rules: Vec<(String, String)>,
+}
+
+impl ServeConfig {
+    /// Flags and environment, then the config file for what they left at its default.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let path = args.config.clone().unwrap_or_default();
+        let given = |id: &str| args.explicit.contains(id);
+        let duration = |id: &'static str,
+                        flag: SignedDuration,
+                        file: &Option<String>|
+         -> Result<SignedDuration, ConfigError> {
+            let value = match file {
+                Some(text) if !given(id) => {
+                    SignedDuration::from_str(text).map_err(|e| ConfigError::Invalid {
+                        path: path.clone(),
+                        field: id,
+                        reason: e.to_string(),
+                    })?
+                }
+                _ => flag,
+            };
+            if value.is_positive() {
+                Ok(value)
+            } else {
+                Err(ConfigError::NotPositive { field: id })
+            }
+        };
+        let mut rewrite_rules: Vec<(String, String)> = Vec::new();
+        if given("rewrites") || file.rewrites.is_none() {
+            for rule in &args.rewrites {
+                let (prefix, base) = rule
+                    .split_once('=')
+                    .ok_or_else(|| ConfigError::Rewrite(rule.clone()))?;
+                rewrite_rules.push((prefix.to_owned(), base.to_owned()));
+            }
+        } else if let Some(rules) = &file.rewrites {
+            rewrite_rules.extend(rules.iter().map(|(p, b)| (p.clone(), b.clone())));
+        }
+        let poll_jitter = match &file.poll_jitter {
+            Some(text) if !given("poll_jitter") => {
+                SignedDuration::from_str(text).map_err(|e| ConfigError::Invalid {
+                    path: path.clone(),
+                    field: "poll_jitter",
+                    reason: e.to_string(),
+                })?
+            }
+            _ => args.poll_jitter,
+        };
+        let webhook_secret = match (&args.webhook_secret, file.webhook_secret) {
+            (Some(secret), _) => Some(secret.0.clone()),
+            (None, secret) => secret,
+        }
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from);
+        Ok(Self {
+            data_dir: args.data_dir.clone(),
+            listen: pick(given("listen"), args.listen, file.listen),
+            poll_interval: duration("poll_interval", args.poll_interval, &file.poll_interval)?,
+            poll_jitter: poll_jitter.abs(),
+            resign_check_interval: duration(
+                "resign_check_interval",
+                args.resign_check_interval,
+                &file.resign_check_interval,
+            )?,
+            gc_interval: duration("gc_interval", args.gc_interval, &file.gc_interval)?,
+            shutdown_grace: duration("shutdown_grace", args.shutdown_grace, &file.shutdown_grace)?,
+            webhook_secret,
+            max_body_bytes: pick(
+                given("max_body_bytes"),
+                args.max_body_bytes,
+                file.max_body_bytes,
+            ),
+            webhook_max_body_bytes: pick(
+                given("webhook_max_body_bytes"),
+                args.webhook_max_body_bytes,
+                file.webhook_max_body_bytes,
+            ),
+            rewrites: Rewrites::new(rewrite_rules.iter().map(|(prefix, base)| Rewrite {
+                instead_of: prefix.clone(),
+                base: base.clone(),
+            })),
+            rewrite_rules,
+        })
+    }
+}
+
+fn pick<T>(given: bool, flag: T, file: Option<T>) -> T {
+    match file {
+        Some(value) if !given => value,
+        _ => flag,
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let parse = |reason: String| ConfigError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml" | "json") => {
+            serde_saphyr::from_str(&text).map_err(|e| parse(e.to_string()))
+        }
+        _ => toml::from_str(&text).map_err(|e| parse(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolve(argv: &[&str], file: Option<(&str, &str)>) -> Result<ServeConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut full = vec!["hub", "--data-dir", "/d"];
+        let path;
+        if let Some((name, text)) = file {
+            path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            full.extend(["--config", path.to_str().expect("UTF-8")]);
+        }
+        full.extend(argv);
+        let mut args = Cli::try_parse_from(&full).expect("parses").serve;
+        // What `cli::parse` records: the flags given on the command line.
+        for flag in argv.iter().filter_map(|a| a.strip_prefix("--")) {
+            args.explicit.insert(flag.replace('-', "_"));
+        }
+        ServeConfig::resolve(&args)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let toml = "listen = '127.0.0.1:9000'\npoll_interval = '10s'\nwebhook_secret = 's'\n\
+                    [rewrites]\n'https://git.example/' = '/srv/git/'\n";
+        let config = resolve(&["--poll-interval", "20s"], Some(("hub.toml", toml))).expect("ok");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.poll_interval, SignedDuration::from_secs(20));
+        assert!(config.webhook_secret.is_some());
+        assert_eq!(
+            config.rewrites.apply("https://git.example/fleet.git"),
+            "/srv/git/fleet.git"
+        );
+        let yaml = "listen: 127.0.0.1:9001\nmax_body_bytes: 10\n";
+        let config = resolve(&[], Some(("hub.yaml", yaml))).expect("ok");
+        assert_eq!((config.listen.port(), config.max_body_bytes), (9001, 10));
+        let config = resolve(&[], None).expect("ok");
+        assert_eq!(config.listen.port(), 8080);
+        assert!(config.webhook_secret.is_none());
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_values_are_refused() {
+        let err = resolve(&[], Some(("hub.toml", "lisen = 'x'\n"))).expect_err("unknown");
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = resolve(&[], Some(("hub.toml", "gc_interval = 'soon'\n"))).expect_err("bad");
+        assert!(err.to_string().contains("gc_interval"), "{err}");
+        let err = resolve(&["--rewrite", "nope"], None).expect_err("bad rewrite");
+        assert!(err.to_string().contains("PREFIX=BASE"), "{err}");
+    }
+}

@@ -1,0 +1,315 @@
+//! The hub's reconcile rounds, as `serve` runs them: fetch the repositories a trigger names,
+//! load the declared configuration and the registered clusters, reconcile, record each
+//! ApplicationSet's generation, publish. Rounds are started by [`Trigger`]s — at start, on
+//! the poll timer, on a verified webhook, after an API change — and run one at a time in one
+//! task; triggers that arrive during a round are merged into the next one.
+//!
+//! Talks to Git (through `git::Fetcher`, on blocking threads) and the store. It decides
+//! nothing itself: what each cluster gets is `reconcile`'s, what is signed is `publish`'s.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::declarative::AppProject;
+use crate::git::{Credentials, Fetcher};
+use crate::publish::Publisher;
+use crate::reconcile::{
+    ClusterTarget, DeclaredConfig, ReconcileError, ReconcileRequest, Reconciler, SyncRequests,
+};
+use crate::store::{SqliteStore, Store as _, StoreError};
+
+/// Which repositories a round fetches before it reconciles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// Only repositories never fetched yet (an API change may name a new one).
+    Missing,
+    /// Every known repository (start, poll timer, refresh).
+    All,
+    /// These repositories (a webhook push), plus any never fetched.
+    Repos(BTreeSet<String>),
+}
+
+/// A request for a round.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub fetch: Fetch,
+    /// Why, for the logs: `start`, `poll`, `webhook`, `api`.
+    pub reason: &'static str,
+}
+
+/// Everything a round needs, shared with the API.
+pub struct Hub {
+    pub publisher: Publisher<SqliteStore>,
+    pub reconciler: Reconciler,
+    pub fetcher: Fetcher,
+    /// AppProjects applied through the API. The store does not hold projects yet, so they
+    /// live in memory until the hub restarts.
+    pub projects: RwLock<Vec<AppProject>>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    /// Rounds completed since start: the API can wait for the effect of a change.
+    rounds: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// The hub and the receiving end of its triggers, for [`run`].
+    pub fn new(
+        publisher: Publisher<SqliteStore>,
+        reconciler: Reconciler,
+        fetcher: Fetcher,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Trigger>) {
+        let (triggers, receiver) = mpsc::unbounded_channel();
+        let hub = Self {
+            publisher,
+            reconciler,
+            fetcher,
+            projects: RwLock::default(),
+            triggers,
+            rounds: watch::channel(0).0,
+        };
+        (Arc::new(hub), receiver)
+    }
+
+    pub fn store(&self) -> &SqliteStore {
+        self.publisher.store()
+    }
+
+    /// Asks for a round; never blocks.
+    pub fn trigger(&self, fetch: Fetch, reason: &'static str) {
+        // The receiver only goes away at shutdown, when nothing needs a round any more.
+        let _ignored = self.triggers.send(Trigger { fetch, reason });
+    }
+
+    /// A receiver of the count of completed rounds.
+    pub fn rounds(&self) -> watch::Receiver<u64> {
+        self.rounds.subscribe()
+    }
+
+    /// Every repository URL the hub knows: registered ones, and every literal `repoURL` of
+    /// the declared Applications and ApplicationSets (templated ones are resolved only when
+    /// generated, and fetched through the repository they name literally elsewhere).
+    pub async fn known_repositories(&self) -> Result<BTreeSet<String>, StoreError> {
+        let store = self.store();
+        let mut urls: BTreeSet<String> = store
+            .repositories()
+            .await?
+            .into_iter()
+            .map(|r| r.url)
+            .collect();
+        for app in store.applications().await? {
+            collect_repo_urls(&app.spec, &mut urls);
+        }
+        for set in store.app_sets().await? {
+            collect_repo_urls(&set.spec, &mut urls);
+        }
+        Ok(urls)
+    }
+}
+
+/// Adds every literal `repoURL` string under `value`.
+fn collect_repo_urls(value: &Value, urls: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("repoURL", Value::String(url)) if !url.contains("{{") && !url.is_empty() => {
+                        urls.insert(url.clone());
+                    }
+                    _ => collect_repo_urls(value, urls),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_repo_urls(v, urls)),
+        _ => {}
+    }
+}
+
+/// A round failed before publication; the next trigger tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error("list repositories: {0}")]
+    Repositories(#[source] StoreError),
+    #[error("load clusters: {0}")]
+    Clusters(#[source] StoreError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("publish: {0}")]
+    Publish(#[from] crate::publish::PublishError),
+}
+
+/// Runs rounds until `triggers` closes or `shutdown` fires; a round under way finishes.
+pub async fn run(
+    hub: Arc<Hub>,
+    mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            trigger = triggers.recv() => match trigger {
+                Some(trigger) => trigger,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let mut fetch = first.fetch;
+        let mut reasons = BTreeSet::from([first.reason]);
+        while let Ok(more) = triggers.try_recv() {
+            reasons.insert(more.reason);
+            fetch = merge(fetch, more.fetch);
+        }
+        let reasons = reasons.into_iter().collect::<Vec<_>>().join(",");
+        let span = info_span!("round", reasons = %reasons);
+        match round(&hub, &fetch).instrument(span.clone()).await {
+            Ok(()) => {}
+            Err(error) => span.in_scope(|| warn!(%error, "round failed")),
+        }
+        hub.rounds.send_modify(|n| *n += 1);
+    }
+}
+
+fn merge(a: Fetch, b: Fetch) -> Fetch {
+    match (a, b) {
+        (Fetch::All, _) | (_, Fetch::All) => Fetch::All,
+        (Fetch::Repos(mut x), Fetch::Repos(y)) => {
+            x.extend(y);
+            Fetch::Repos(x)
+        }
+        (Fetch::Repos(x), Fetch::Missing) | (Fetch::Missing, Fetch::Repos(x)) => Fetch::Repos(x),
+        (Fetch::Missing, Fetch::Missing) => Fetch::Missing,
+    }
+}
+
+/// One round: fetch, reconcile, record, publish.
+pub async fn round(hub: &Hub, fetch: &Fetch) -> Result<(), RoundError> {
+    let known = hub
+        .known_repositories()
+        .await
+        .map_err(RoundError::Repositories)?;
+    let wanted: Vec<String> = known
+        .into_iter()
+        .filter(|url| match fetch {
+            Fetch::All => true,
+            Fetch::Repos(repos) => repos.contains(url) || hub.fetcher.cached(url).is_err(),
+            Fetch::Missing => hub.fetcher.cached(url).is_err(),
+        })
+        .collect();
+    fetch_all(hub, wanted).await;
+
+    let store = hub.store();
+    let projects = hub
+        .projects
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let config = DeclaredConfig::load(store, projects).await?;
+    let clusters: Vec<ClusterTarget> = store
+        .clusters()
+        .await
+        .map_err(RoundError::Clusters)?
+        .iter()
+        .map(ClusterTarget::from)
+        .collect();
+    let served: BTreeSet<String> = store
+        .latest_states()
+        .await
+        .map_err(RoundError::Clusters)?
+        .into_iter()
+        .map(|s| s.cluster)
+        .collect();
+    let pins = store.pins().await.map_err(RoundError::Clusters)?;
+    let reconciliation = hub
+        .reconciler
+        .reconcile(&ReconcileRequest {
+            config: &config,
+            clusters: &clusters,
+            served: &served,
+            sync: &SyncRequests::None,
+            pins: &pins,
+        })
+        .await;
+    let now = Timestamp::now();
+    reconciliation.record(store, now).await?;
+    let report = hub
+        .publisher
+        .publish(reconciliation.inputs, "hub", now)
+        .await?;
+    info!(
+        clusters = report.clusters.len(),
+        published = report.clusters.iter().filter(|c| c.published).count(),
+        blobs_written = report.blobs_written,
+        blobs_collected = report.blobs_collected,
+        "round done"
+    );
+    Ok(())
+}
+
+/// Fetches each repository on a blocking thread; a failure is logged and the round goes on
+/// with what the cache holds (the trust model's "keep the last good content").
+async fn fetch_all(hub: &Hub, urls: Vec<String>) {
+    for url in urls {
+        let credentials = match hub.store().repository_credentials(&url).await {
+            Ok(None) => Credentials::None,
+            Ok(Some(_)) => {
+                // Stored credentials have no decoding into `git::Credentials` yet (no API
+                // stores them so far); fetching without them would only leak a failed try.
+                warn!(url = %crate::git::redact_url(&url), "repository has stored credentials this hub cannot use yet; not fetched");
+                continue;
+            }
+            Err(error) => {
+                warn!(%error, "read repository credentials");
+                continue;
+            }
+        };
+        let fetcher = hub.fetcher.clone();
+        let shown = crate::git::redact_url(&url);
+        let result =
+            tokio::task::spawn_blocking(move || fetcher.fetch(&url, &credentials).map(|_| ()))
+                .await;
+        match result {
+            Ok(Ok(())) => info!(url = %shown, "fetched"),
+            Ok(Err(error)) => warn!(url = %shown, %error, "fetch failed"),
+            Err(error) => warn!(url = %shown, %error, "fetch task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_urls_are_collected_literally() {
+        let spec = serde_json::json!({
+            "spec": {
+                "generators": [{"git": {"repoURL": "https://a.example/x.git"}}],
+                "template": {"spec": {"source": {"repoURL": "{{url}}"}}},
+                "sources": [{"repoURL": "https://b.example/y.git"}, {"repoURL": ""}]
+            }
+        });
+        let mut urls = BTreeSet::new();
+        collect_repo_urls(&spec, &mut urls);
+        assert_eq!(
+            urls.into_iter().collect::<Vec<_>>(),
+            ["https://a.example/x.git", "https://b.example/y.git"]
+        );
+    }
+
+    #[test]
+    fn triggers_merge_to_the_widest_fetch() {
+        let repos = |r: &[&str]| Fetch::Repos(r.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(merge(Fetch::Missing, Fetch::All), Fetch::All);
+        assert_eq!(merge(repos(&["a"]), repos(&["b"])), repos(&["a", "b"]));
+        assert_eq!(merge(Fetch::Missing, repos(&["a"])), repos(&["a"]));
+        assert_eq!(merge(Fetch::Missing, Fetch::Missing), Fetch::Missing);
+    }
+}
