@@ -3,9 +3,12 @@
 //! store, rendered with the real, pinned helm (`e2e/cluster bin helm`), published, signed and
 //! stored. Without helm the test is skipped loudly, unless FLOTILLA_REQUIRE_TOOLS is set.
 
+mod support;
+
+use support::{copy_dir, git, tool, workspace, write};
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use flotilla_hub::failpoint::Failpoints;
@@ -24,88 +27,6 @@ use flotilla_shared::state::ClusterState;
 use flotilla_shared::{PublicKey, SigningKey, TrustRoot};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the hub crate lies in the workspace")
-        .to_owned()
-}
-
-/// The harness-built helm, or `None` (with a loud message) when it cannot be built here and
-/// FLOTILLA_REQUIRE_TOOLS is unset.
-fn helm() -> Option<PathBuf> {
-    let output = Command::new(workspace().join("e2e/cluster"))
-        .args(["bin", "helm"])
-        .output();
-    let path = match &output {
-        Ok(out) if out.status.success() => {
-            Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        }
-        _ => None,
-    }
-    .filter(|p| p.is_file());
-    if path.is_none() {
-        let why = match output {
-            Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            std::env::var_os("FLOTILLA_REQUIRE_TOOLS").is_none(),
-            "FLOTILLA_REQUIRE_TOOLS is set but `e2e/cluster bin helm` failed: {why}"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPED: no helm from `e2e/cluster bin helm` ({why}); set FLOTILLA_REQUIRE_TOOLS=1 to fail instead !!!!!\n"
-        );
-    }
-    path
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
-fn write(dir: &Path, name: &str, content: &str) {
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-    std::fs::write(path, content).expect("write");
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Flotilla Test",
-            "-c",
-            "user.email=test@flotilla.invalid",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("runs git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn commit(dir: &Path, message: &str) {
     git(dir, &["add", "-A"]);
@@ -461,7 +382,7 @@ fn problems_of(report: &PublishReport, cluster: &str) -> Vec<Problem> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_reconciles_publishes_and_isolates_failures() {
-    let Some(helm) = helm() else {
+    let Some(helm) = tool("helm") else {
         return;
     };
     let hub = Hub::new(helm).await;

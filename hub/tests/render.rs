@@ -3,6 +3,10 @@
 //! repository served from loopback, the render cache, and every refusal. Without the tools the
 //! tests that need them are skipped loudly, unless FLOTILLA_REQUIRE_TOOLS is set.
 
+mod support;
+
+use support::{tool, workspace};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,44 +19,8 @@ use flotilla_hub::render::{
 };
 use serde_json::{Value, json};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the hub crate lies in the workspace")
-        .to_owned()
-}
-
 fn podinfo() -> PathBuf {
     workspace().join("../shared/testdata/real-world/podinfo")
-}
-
-/// The path of a harness-built tool, or `None` (with a loud message) when it cannot be built
-/// here and FLOTILLA_REQUIRE_TOOLS is unset.
-fn tool(name: &str) -> Option<PathBuf> {
-    let output = Command::new(workspace().join("e2e/cluster"))
-        .args(["bin", name])
-        .output();
-    let path = match &output {
-        Ok(out) if out.status.success() => {
-            Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        }
-        _ => None,
-    }
-    .filter(|p| p.is_file());
-    if path.is_none() {
-        let why = match output {
-            Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            std::env::var_os("FLOTILLA_REQUIRE_TOOLS").is_none(),
-            "FLOTILLA_REQUIRE_TOOLS is set but `e2e/cluster bin {name}` failed: {why}"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPED: no {name} from `e2e/cluster bin {name}` ({why}); set FLOTILLA_REQUIRE_TOOLS=1 to fail instead !!!!!\n"
-        );
-    }
-    path
 }
 
 fn tools() -> Option<(PathBuf, PathBuf)> {

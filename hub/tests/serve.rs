@@ -4,6 +4,10 @@
 //! an ApplicationSet; a signed push webhook republishes exactly the targeted clusters; a bad
 //! signature changes nothing; no secret reaches the hub's TRACE log.
 
+mod support;
+
+use support::git;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,37 +25,6 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn hub() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flotilla-hub"))
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Flotilla Test",
-            "-c",
-            "user.email=test@flotilla.invalid",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .expect("runs git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
 }
 
 fn commit_config(repo: &Path, greeting: &str) -> String {
