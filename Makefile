@@ -30,7 +30,7 @@ unit: tools ## unit, property and interoperability tests (no cluster)
 	eval "$$($(CLUSTER) env)" && $(CARGO) test --workspace --exclude flotilla-e2e
 
 e2e: tools ## end-to-end tests against a harness cluster started and stopped here
-	eval "$$($(CLUSTER) env)" && e2e/with-cluster $(CARGO) test -p flotilla-e2e -- --test-threads=$(E2E_THREADS)
+	eval "$$($(CLUSTER) env)" && e2e/with-cluster $(CARGO) test --workspace --test e2e -- --test-threads=$(E2E_THREADS)
 
 lint: fmt-check clippy deny ## format check, clippy and cargo-deny
 	@if ls charts/*/Chart.yaml >/dev/null 2>&1; then for c in charts/*/; do "$$($(CLUSTER) bin helm)" lint "$$c"; done; fi
@@ -47,6 +47,7 @@ demo-down: ## stop the demo clusters and remove their files
 
 bench: tools ## benchmarks (print figures; never fail on timing)
 	e2e/bench-apply
+	$(CARGO) bench -p flotilla-hub --bench publish
 
 clean-clusters: ## stop every harness cluster and remove its files
 	$(CLUSTER) down --all
