@@ -289,6 +289,9 @@ pub struct Reconciler {
     fetcher: Fetcher,
     renderer: Arc<Renderer>,
     checkouts: Checkouts,
+    /// (repoURL, targetRevision) → (cached URL, commit), resolved once per round: a round
+    /// with 100,000 apps from one repository opens and resolves it once, not per app.
+    resolved: std::sync::Mutex<BTreeMap<(String, String), (String, gix::ObjectId)>>,
 }
 
 impl Reconciler {
@@ -303,7 +306,14 @@ impl Reconciler {
             fetcher,
             renderer,
             checkouts: Checkouts::new(work_dir)?,
+            resolved: std::sync::Mutex::default(),
         })
+    }
+
+    fn resolutions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), (String, gix::ObjectId)>> {
+        self.resolved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn renderer(&self) -> &Renderer {
@@ -315,6 +325,8 @@ impl Reconciler {
     /// reaches no cluster or a failing ApplicationSet is a problem of the result.
     #[instrument(skip_all, fields(clusters = request.clusters.len()))]
     pub async fn reconcile(&self, request: &ReconcileRequest<'_>) -> Reconciliation {
+        // Revisions move between rounds (a fetch may have come in): resolve them afresh.
+        self.resolutions().clear();
         // Generation reads the local Git cache only (no network), so it runs inline.
         let expansion = placement::expand(request.config, request.clusters, &self.fetcher);
         let projects: BTreeMap<String, AppProject> = request
@@ -462,16 +474,23 @@ impl Reconciler {
     async fn checkout(&self, placed: &Placement) -> Result<(PathBuf, String), String> {
         let declared = &placed.source;
         let app = &placed.app;
-        // The cached repository is not `Send`: it is dropped before the checkout is awaited.
-        let (cached_url, commit) = {
-            let repo = self
-                .fetcher
-                .cached(&declared.repo_url)
-                .map_err(|e| format!("application {app}: {e}"))?;
-            let commit = repo
-                .resolve(&declared.target_revision)
-                .map_err(|e| format!("application {app}: {e}"))?;
-            (repo.url().to_owned(), commit)
+        let key = (declared.repo_url.clone(), declared.target_revision.clone());
+        let known = self.resolutions().get(&key).cloned();
+        let (cached_url, commit) = match known {
+            Some(found) => found,
+            // The cached repository is not `Send`: it is dropped before anything is awaited.
+            None => {
+                let repo = self
+                    .fetcher
+                    .cached(&declared.repo_url)
+                    .map_err(|e| format!("application {app}: {e}"))?;
+                let commit = repo
+                    .resolve(&declared.target_revision)
+                    .map_err(|e| format!("application {app}: {e}"))?;
+                let found = (repo.url().to_owned(), commit);
+                self.resolutions().insert(key, found.clone());
+                found
+            }
         };
         let dir = self
             .checkouts
