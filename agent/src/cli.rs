@@ -43,10 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Ok(())
             }
             Outcome::Refused(reason) => {
-                anyhow::bail!(
-                    "bundle {} is refused: {reason}",
-                    args.source.bundle.display()
-                )
+                anyhow::bail!("{}: {reason}", args.source.bundle.display())
             }
         },
     }

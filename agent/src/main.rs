@@ -2,8 +2,19 @@
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
     flotilla_agent::telemetry::init();
     let args = flotilla_agent::cli::Args::parse();
-    flotilla_agent::cli::run(args)
+    match flotilla_agent::cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "error: {}",
+                flotilla_shared::error_chain::one_line(error.as_ref())
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -197,7 +197,7 @@ pub enum OneshotError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The bundle was refused; the cluster was not touched.
-    #[error("bundle is refused: {0}")]
+    #[error("{0}")]
     Refused(#[source] BundleError),
 }
 

@@ -9,6 +9,7 @@ pub mod blob;
 pub mod bundle;
 pub mod digest;
 pub mod envelope;
+pub mod error_chain;
 pub mod keys;
 pub mod state;
 pub mod verify;
