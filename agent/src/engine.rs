@@ -185,11 +185,13 @@ impl Engine {
             generation,
             ignore_differences: &app.ignore_differences,
         };
-        let mut refreshed = false;
+        // Discovery was loaded at the start of the sync; only CRDs written by this sync can
+        // add kinds, so only then is it loaded again (an unchanged re-sync skips it).
+        let mut crds_written = false;
         for batch in plan.batches {
-            if batch.stage != Stage::Definitions && !refreshed {
+            if batch.stage != Stage::Definitions && crds_written {
                 kinds.refresh(&self.client).await?;
-                refreshed = true;
+                crds_written = false;
             }
             let crds: Vec<String> = batch
                 .objects
@@ -203,6 +205,10 @@ impl Engine {
             let mut outcomes = applier.apply_batch(kinds, target, batch.objects).await;
             outcomes.sort_by(|a, b| a.object.cmp(&b.object));
             for outcome in outcomes {
+                crds_written |= matches!(outcome.action, Action::Created | Action::Configured)
+                    && outcome
+                        .object
+                        .is("apiextensions.k8s.io", "CustomResourceDefinition");
                 changes.record(&app.name, &outcome.object, outcome.action, outcome.message);
             }
             if !crds.is_empty() {
@@ -308,6 +314,11 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Loads the apiserver's kinds (discovery), for `health`; load once, ask many times.
+    pub async fn kinds(&self) -> Result<Kinds, EngineError> {
+        Ok(Kinds::load(&self.client).await?)
     }
 
     /// Reads the live object of each reference (`None` when gone or its kind is gone).
@@ -440,15 +451,16 @@ impl Engine {
         Ok(())
     }
 
-    /// The health of every object of each app, and each app's roll-up.
+    /// The health of every object of each app, and each app's roll-up, resolving kinds with
+    /// `kinds` (discovery is not reloaded per call: `wait_healthy` asks every half second).
     pub async fn health(
         &self,
+        kinds: &Kinds,
         objects: &BTreeMap<String, Vec<ObjectRef>>,
-    ) -> Result<BTreeMap<String, (AppHealth, Vec<(ObjectRef, Health)>)>, EngineError> {
-        let kinds = Kinds::load(&self.client).await?;
+    ) -> BTreeMap<String, (AppHealth, Vec<(ObjectRef, Health)>)> {
         let mut out = BTreeMap::new();
         for (app, refs) in objects {
-            let live = self.live_objects(&kinds, refs).await;
+            let live = self.live_objects(kinds, refs).await;
             let mut healths = Vec::new();
             let mut suspended = false;
             for object in refs {
@@ -464,7 +476,7 @@ impl Engine {
             let roll_up = health::roll_up(healths.iter().map(|(_, h)| &h.status), suspended);
             out.insert(app.clone(), (roll_up, healths));
         }
-        Ok(out)
+        out
     }
 }
 

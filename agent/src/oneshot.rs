@@ -254,8 +254,9 @@ pub async fn wait_healthy(
     timeout: Duration,
 ) -> Result<AppHealths, EngineError> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let kinds = engine.kinds().await?;
     loop {
-        let healths = engine.health(&report.objects).await?;
+        let healths = engine.health(&kinds, &report.objects).await;
         let all_current = healths
             .values()
             .all(|(_, objects)| objects.iter().all(|(_, h)| h.status == Status::Current));

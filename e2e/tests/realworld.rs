@@ -120,11 +120,12 @@ async fn argo_cd_install_applies_becomes_healthy_and_a_tombstone_prunes_it() -> 
         "{changes}"
     );
     let refs = applied.report.objects.clone();
+    let kinds = agent.engine.kinds().await?;
     eventually(
         "every object of Argo CD to be gone",
         Duration::from_secs(120),
         || async {
-            let healths = agent.engine.health(&refs).await?;
+            let healths = agent.engine.health(&kinds, &refs).await;
             let left: Vec<String> = healths[APP]
                 .1
                 .iter()
