@@ -15,7 +15,7 @@
 //! runs it too. Helm comes from `BENCH_HELM` or `e2e/cluster bin helm`. The figures are
 //! printed next to their target; timing never fails the run.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -32,12 +32,12 @@ use flotilla_hub::reconcile::{
 };
 use flotilla_hub::render::{RenderConfig, Renderer};
 use flotilla_hub::store::{
-    AppSetRecord, ClusterRecord, CredentialKey, Origin, Retention, SqliteStore, Store,
+    AppSetRecord, ClusterRecord, CredentialKey, Origin, ProjectRecord, Retention, SqliteStore,
+    Store,
 };
 use flotilla_shared::SigningKey;
 use jiff::Timestamp;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 const REPO_URL: &str = "https://git.example/bench.git";
 /// Distinct values of the `replicas` cluster label, so the Helm sets render this many times.
@@ -271,7 +271,6 @@ struct Bench {
     renderer: Arc<Renderer>,
     reconciler: Reconciler,
     publisher: Publisher<SqliteStore>,
-    projects: DeclaredConfig,
 }
 
 impl Bench {
@@ -313,7 +312,7 @@ impl Bench {
         let renders_before = self.renderer.renders_executed();
         let start = Instant::now();
         let store = self.store();
-        let config = DeclaredConfig::load(store, self.projects.projects.clone())
+        let config = DeclaredConfig::load(store)
             .await
             .context("load configuration")?;
         let clusters: Vec<ClusterTarget> = store
@@ -355,26 +354,14 @@ impl Bench {
             .context("record generations")?;
         let recorded = phase.elapsed();
 
-        // What the blob count would be if blobs were keyed by content alone (no app name):
-        // distinct rendered object lists, compared by their canonical JSON.
         let phase = Instant::now();
         let mut generated = 0usize;
         let mut failed = Vec::new();
-        let mut seen_renders = HashSet::new();
-        let mut contents = HashSet::new();
         for input in &reconciliation.inputs {
             for app in &input.apps {
                 generated += 1;
-                match &app.content {
-                    Content::Rendered(objects) => {
-                        if seen_renders.insert(objects.as_ptr() as usize) {
-                            let canonical = serde_json_canonicalizer::to_vec(&&objects[..])
-                                .context("canonical JSON of rendered objects")?;
-                            contents.insert(<[u8; 32]>::from(Sha256::digest(&canonical)));
-                        }
-                    }
-                    Content::Failed(error) => failed.push(format!("{}: {error}", app.name)),
-                    Content::Hold => {}
+                if let Content::Failed(error) = &app.content {
+                    failed.push(format!("{}: {error}", app.name));
                 }
             }
         }
@@ -428,10 +415,6 @@ impl Bench {
             report.blobs_written
         );
         println!("blobs in the store (dedup):     {blobs:>8}");
-        println!(
-            "  distinct rendered contents this round (blob count if keyed by content only): {}",
-            contents.len()
-        );
         println!("peak RSS (VmHWM, whole run):    {peak:>8.1} MiB");
         println!(
             "  RSS after reconcile {after_reconcile_rss:.1} MiB (peak then {after_reconcile_peak:.1} MiB), now {rss:.1} MiB"
@@ -496,10 +479,21 @@ async fn setup(sizes: Sizes) -> anyhow::Result<Bench> {
     for i in 0..sizes.app_sets {
         declare(&store, &directory_set(i, sizes.directories)).await?;
     }
+    let project: Value = serde_saphyr::from_str(PROJECT).context("the project parses")?;
+    store
+        .put_project(&ProjectRecord {
+            name: project["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            spec: project,
+            origin: Origin::Config,
+            created_at: Timestamp::now(),
+            updated_at: Timestamp::now(),
+        })
+        .await
+        .context("store the project")?;
     let publisher = Publisher::new(store, key, PublishConfig::default(), Failpoints::none());
-    let (projects, _) = DeclaredConfig::from_documents(
-        flotilla_hub::declarative::parse_documents(PROJECT).context("the project parses")?,
-    );
     let bench = Bench {
         _dir: dir,
         repo,
@@ -508,7 +502,6 @@ async fn setup(sizes: Sizes) -> anyhow::Result<Bench> {
         renderer,
         reconciler,
         publisher,
-        projects,
     };
     bench.fetch().await?;
     Ok(bench)

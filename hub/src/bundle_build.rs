@@ -279,7 +279,7 @@ pub fn build(args: &BuildArgs, now: Timestamp) -> Result<BuildReport, BuildError
             source,
         })?;
         let count = objects.len();
-        let blob = AppBlob::new(&spec.name, objects).map_err(|source| BuildError::Blob {
+        let blob = AppBlob::new(objects).map_err(|source| BuildError::Blob {
             app: spec.name.clone(),
             source,
         })?;

@@ -8,6 +8,12 @@
 //! app's namespace when it applies them. (An object with and one without an explicit
 //! namespace are therefore different blobs, which is right: they are different renders.)
 //!
+//! A blob is content only: it does not name the app it belongs to, so identical renders are
+//! one blob even for apps of different names (an ApplicationSet's `{{name}}-web` on a hundred
+//! clusters), stored and served once. The signed state binds each app to its blob's digest.
+//! The v1 format lets a blob carry an `app` field; a blob that does must name the app whose
+//! state entry points to it (`verify` checks), and this module never writes one.
+//!
 //! It must not check digests against a signed state (that is `verify`) nor talk to anything.
 
 use std::collections::BTreeSet;
@@ -26,7 +32,9 @@ pub const BLOB_KIND: &str = "AppBlob";
 pub struct AppBlob {
     pub api_version: String,
     pub kind: String,
-    pub app: String,
+    /// The app, when the blob names one (blobs written here do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     pub objects: Vec<Value>,
 }
 
@@ -111,9 +119,9 @@ impl ObjectRef {
 }
 
 impl AppBlob {
-    /// A blob of `objects` for `app`, in canonical order. Two objects with the same identity
-    /// are refused: which one would win is exactly the ambiguity a blob must not have.
-    pub fn new(app: &str, objects: Vec<Value>) -> Result<Self, BlobError> {
+    /// A blob of `objects`, in canonical order. Two objects with the same identity are
+    /// refused: which one would win is exactly the ambiguity a blob must not have.
+    pub fn new(objects: Vec<Value>) -> Result<Self, BlobError> {
         let mut keyed = objects
             .into_iter()
             .enumerate()
@@ -128,7 +136,7 @@ impl AppBlob {
         Ok(Self {
             api_version: API_VERSION.to_owned(),
             kind: BLOB_KIND.to_owned(),
-            app: app.to_owned(),
+            app: None,
             objects: keyed.into_iter().map(|(_, object)| object).collect(),
         })
     }
@@ -187,7 +195,7 @@ mod tests {
             object("rbac.authorization.k8s.io/v1", "ClusterRole", None, "r"),
             object("apps/v1", "Deployment", Some("shop"), "api"),
         ];
-        let blob = AppBlob::new("shop", objects).expect("valid");
+        let blob = AppBlob::new(objects).expect("valid");
         let order: Vec<String> = blob
             .objects
             .iter()
@@ -210,15 +218,12 @@ mod tests {
 
     #[test]
     fn canonical_bytes_are_jcs() {
-        let blob = AppBlob::new(
-            "shop",
-            vec![json!({"kind": "ConfigMap", "apiVersion": "v1",
-                        "metadata": {"name": "c"}, "data": {"b": "2", "a": 1.50}})],
-        )
+        let blob = AppBlob::new(vec![json!({"kind": "ConfigMap", "apiVersion": "v1",
+                        "metadata": {"name": "c"}, "data": {"b": "2", "a": 1.50}})])
         .expect("valid");
         assert_eq!(
             String::from_utf8(blob.to_canonical_json()).expect("utf-8"),
-            r#"{"apiVersion":"flotilla.dev/v1","app":"shop","kind":"AppBlob","objects":[{"apiVersion":"v1","data":{"a":1.5,"b":"2"},"kind":"ConfigMap","metadata":{"name":"c"}}]}"#
+            r#"{"apiVersion":"flotilla.dev/v1","kind":"AppBlob","objects":[{"apiVersion":"v1","data":{"a":1.5,"b":"2"},"kind":"ConfigMap","metadata":{"name":"c"}}]}"#
         );
         let again = AppBlob::from_json(&blob.to_canonical_json()).expect("reads back");
         assert_eq!(again, blob);
@@ -227,7 +232,7 @@ mod tests {
     #[test]
     fn refuses_non_objects_and_duplicates() {
         let check = |objects: Vec<Value>, expected: &str| {
-            let err = AppBlob::new("a", objects).expect_err("refused");
+            let err = AppBlob::new(objects).expect_err("refused");
             assert_eq!(err.to_string(), expected);
         };
         check(
@@ -317,8 +322,8 @@ mod tests {
                 (Just(objects), shuffled)
             })
         ) {
-            let a = AppBlob::new("app", objects).expect("valid").to_canonical_json();
-            let b = AppBlob::new("app", shuffled).expect("valid").to_canonical_json();
+            let a = AppBlob::new(objects).expect("valid").to_canonical_json();
+            let b = AppBlob::new(shuffled).expect("valid").to_canonical_json();
             prop_assert_eq!(crate::Digest::of(&a), crate::Digest::of(&b));
             prop_assert_eq!(a, b);
         }
@@ -327,7 +332,7 @@ mod tests {
         fn canonical_bytes_are_a_fixed_point(objects in distinct_objects()) {
             // Reading canonical bytes and writing them again changes nothing, so a digest
             // computed by the hub is the digest the agent recomputes.
-            let bytes = AppBlob::new("app", objects).expect("valid").to_canonical_json();
+            let bytes = AppBlob::new(objects).expect("valid").to_canonical_json();
             let again = AppBlob::from_json(&bytes).expect("reads back");
             prop_assert_eq!(again.to_canonical_json(), bytes.clone());
             let value: Value = serde_json::from_slice(&bytes).expect("json");
@@ -339,22 +344,19 @@ mod tests {
     fn digest_of_a_known_blob_is_stable() {
         // Pinned (and cross-checked with `sha256sum` over the string below): if this
         // changes, every deployed blob address changes with it.
-        let blob = AppBlob::new(
-            "shop",
-            vec![
-                object("apps/v1", "Deployment", Some("shop"), "web"),
-                object("v1", "Namespace", None, "shop"),
-            ],
-        )
+        let blob = AppBlob::new(vec![
+            object("apps/v1", "Deployment", Some("shop"), "web"),
+            object("v1", "Namespace", None, "shop"),
+        ])
         .expect("valid");
         let bytes = blob.to_canonical_json();
         assert_eq!(
             String::from_utf8(bytes.clone()).expect("utf-8"),
-            r#"{"apiVersion":"flotilla.dev/v1","app":"shop","kind":"AppBlob","objects":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}},{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"shop"}}]}"#
+            r#"{"apiVersion":"flotilla.dev/v1","kind":"AppBlob","objects":[{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}},{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"shop"}}]}"#
         );
         assert_eq!(crate::Digest::of(&bytes).to_string(), PINNED_DIGEST);
     }
 
     const PINNED_DIGEST: &str =
-        "sha256:3263321e432b01ca55dab96b75c13ec020475d52a11f731a640cbf991063ffdd";
+        "sha256:6c84169eafb94161ee51dd5fd419bdea8fcccb089b6c3e82df86a9262006779b";
 }

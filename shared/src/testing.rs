@@ -89,7 +89,7 @@ impl TestApp {
 
     /// The canonical blob bytes of this app's objects.
     pub fn blob_bytes(&self) -> Vec<u8> {
-        AppBlob::new(&self.app.name, self.objects.clone())
+        AppBlob::new(self.objects.clone())
             .expect("fixture objects form a valid blob")
             .to_canonical_json()
     }

@@ -356,11 +356,8 @@ impl Policy {
         }
         let what = format!("blob of app {}", app.name);
         let blob = AppBlob::from_json(bytes).map_err(|e| malformed(&what, e))?;
-        if blob.app != app.name {
-            return Err(malformed(
-                &what,
-                format!("it is the blob of app {:?}", blob.app),
-            ));
+        if let Some(named) = blob.app.as_ref().filter(|named| **named != app.name) {
+            return Err(malformed(&what, format!("it is the blob of app {named:?}")));
         }
         Ok(blob)
     }

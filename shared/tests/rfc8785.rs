@@ -124,10 +124,10 @@ fn app_blobs_use_the_same_canonical_form() {
         "data": {"\u{20ac}": "e", "\r": "r", "\u{1f600}": "g", "\u{fb33}": "h"},
         "spec": {"n": 1e30, "m": 4.50}
     });
-    let blob = AppBlob::new("a", vec![object]).expect("valid");
+    let blob = AppBlob::new(vec![object]).expect("valid");
     assert_eq!(
         String::from_utf8(blob.to_canonical_json()).expect("UTF-8"),
-        "{\"apiVersion\":\"flotilla.dev/v1\",\"app\":\"a\",\"kind\":\"AppBlob\",\"objects\":[{\
+        "{\"apiVersion\":\"flotilla.dev/v1\",\"kind\":\"AppBlob\",\"objects\":[{\
          \"apiVersion\":\"v1\",\"data\":{\"\\r\":\"r\",\"\u{20ac}\":\"e\",\"\u{1f600}\":\"g\",\
          \"\u{fb33}\":\"h\"},\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"},\
          \"spec\":{\"m\":4.5,\"n\":1e+30}}]}"

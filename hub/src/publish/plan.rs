@@ -212,7 +212,7 @@ pub fn plan_cluster(
             continue;
         }
         match &desired.content {
-            Content::Rendered(objects) => match AppBlob::new(&desired.name, objects.to_vec()) {
+            Content::Rendered(objects) => match AppBlob::new(objects.to_vec()) {
                 Ok(blob) => {
                     let bytes = blob.to_canonical_json();
                     let blob = BlobRef::of(&bytes);

@@ -33,7 +33,7 @@ fn accepts_a_well_formed_state() {
     assert!(verified.unknown_fields.is_empty());
     assert!(!verified.same_as_last);
     let blob = verify_blob(&verified.state.apps[0], signed.blob("shop")).expect("blob matches");
-    assert_eq!(blob.app, "shop");
+    assert_eq!(blob.app, None, "blobs are content only");
     assert_eq!(blob.objects.len(), 1);
 }
 
@@ -433,13 +433,37 @@ fn a_blob_that_matches_its_digest_must_still_be_a_blob_of_this_app() {
     let err = verify_blob(&signed.state.apps[0], garbage).expect_err("not a blob");
     assert!(err.to_string().starts_with("malformed blob of app shop: "));
 
-    let other = TestApp::new("other").blob_bytes();
+    // A blob that names an app must name this one.
+    let mut named = crate::blob::AppBlob::new(vec![]).expect("empty blob");
+    named.app = Some("other".to_owned());
+    let other = named.to_canonical_json();
     signed.state.apps[0].blob = crate::state::BlobRef::of(&other);
     let err = verify_blob(&signed.state.apps[0], &other).expect_err("wrong app");
     assert_eq!(
         err.to_string(),
         "malformed blob of app shop: it is the blob of app \"other\""
     );
+    named.app = Some("shop".to_owned());
+    let own = named.to_canonical_json();
+    signed.state.apps[0].blob = crate::state::BlobRef::of(&own);
+    assert!(verify_blob(&signed.state.apps[0], &own).is_ok());
+}
+
+#[test]
+fn apps_with_identical_objects_share_one_blob() {
+    let objects = vec![crate::testing::config_map("web", "settings")];
+    let a = TestApp::new("web-east").objects(objects.clone());
+    let b = TestApp::new("web-west").objects(objects);
+    assert_eq!(
+        a.blob_bytes(),
+        b.blob_bytes(),
+        "a blob does not name its app"
+    );
+    let bytes = a.blob_bytes();
+    let signed = Bundle::test().with_app(a).with_app(b).signed_by(&key(1));
+    for app in &signed.state.apps {
+        assert!(verify_blob(app, &bytes).is_ok(), "{}", app.name);
+    }
 }
 
 #[test]
