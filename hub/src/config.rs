@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use jiff::SignedDuration;
+
+use crate::config_repo::ConfigSource;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -81,6 +83,21 @@ pub struct ServeArgs {
     /// Repository URL rewrite `PREFIX=BASE` (git's `url.BASE.insteadOf PREFIX`); repeatable.
     #[arg(long = "rewrite", env = "FLOTILLA_HUB_REWRITES", value_delimiter = ',')]
     pub rewrites: Vec<String>,
+    /// A Git repository whose YAML/JSON files declare Applications, ApplicationSets and
+    /// AppProjects; the hub applies each new commit of it (and deletes what leaves it).
+    /// Register its credentials like any repository's (`PUT /api/v1/repositories`).
+    #[arg(long, env = "FLOTILLA_HUB_CONFIG_REPO")]
+    pub config_repo: Option<String>,
+    /// Branch, tag or commit of the configuration repository.
+    #[arg(long, env = "FLOTILLA_HUB_CONFIG_REVISION", default_value = "HEAD")]
+    pub config_revision: String,
+    /// Directory of the configuration repository that holds the documents.
+    #[arg(long, env = "FLOTILLA_HUB_CONFIG_PATH", default_value = ".")]
+    pub config_path: String,
+    /// PEM file of CA certificates trusted for HTTPS Git servers besides the WebPKI roots
+    /// (a private CA).
+    #[arg(long, env = "FLOTILLA_HUB_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub render: RenderArgs,
     #[command(flatten)]
@@ -106,6 +123,10 @@ struct FileConfig {
     webhook_max_body_bytes: Option<usize>,
     /// PREFIX → BASE.
     rewrites: Option<BTreeMap<String, String>>,
+    config_repo: Option<String>,
+    config_revision: Option<String>,
+    config_path: Option<String>,
+    git_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +166,8 @@ pub struct ServeConfig {
     pub webhook_max_body_bytes: usize,
     pub rewrites: Rewrites,
     pub rewrite_rules: Vec<(String, String)>,
+    pub config_source: Option<ConfigSource>,
+    pub git_ca_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -231,6 +254,30 @@ impl ServeConfig {
                 base: base.clone(),
             })),
             rewrite_rules,
+            config_source: pick(
+                given("config_repo"),
+                args.config_repo.clone(),
+                file.config_repo.map(Some),
+            )
+            .filter(|url| !url.is_empty())
+            .map(|url| ConfigSource {
+                url,
+                revision: pick(
+                    given("config_revision"),
+                    args.config_revision.clone(),
+                    file.config_revision,
+                ),
+                path: pick(
+                    given("config_path"),
+                    args.config_path.clone(),
+                    file.config_path,
+                ),
+            }),
+            git_ca_file: pick(
+                given("git_ca_file"),
+                args.git_ca_file.clone(),
+                file.git_ca_file.map(Some),
+            ),
         })
     }
 }
@@ -306,6 +353,27 @@ mod tests {
         let config = resolve(&[], None).expect("ok");
         assert_eq!(config.listen.port(), 8080);
         assert!(config.webhook_secret.is_none());
+    }
+
+    #[test]
+    fn the_configuration_repository_comes_from_flags_or_the_file() {
+        let yaml = "config_repo: https://git.example/fleet.git\nconfig_path: clusters\n";
+        let config = resolve(&["--config-revision", "v2"], Some(("hub.yaml", yaml))).expect("ok");
+        assert_eq!(
+            config.config_source,
+            Some(ConfigSource {
+                url: "https://git.example/fleet.git".to_owned(),
+                revision: "v2".to_owned(),
+                path: "clusters".to_owned(),
+            })
+        );
+        let config = resolve(&["--config-repo", "/srv/fleet"], None).expect("ok");
+        let source = config.config_source.expect("a source");
+        assert_eq!(
+            (source.revision.as_str(), source.path.as_str()),
+            ("HEAD", ".")
+        );
+        assert_eq!(resolve(&[], None).expect("ok").config_source, None);
     }
 
     #[test]

@@ -7,16 +7,18 @@
 //! Talks to Git (through `git::Fetcher`, on blocking threads) and the store. It decides
 //! nothing itself: what each cluster gets is `reconcile`'s, what is signed is `publish`'s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument as _, info, info_span, warn};
 
-use crate::declarative::AppProject;
+use crate::config_repo::{self, ConfigSource, ConfigStatus};
 use crate::git::{Credentials, Fetcher};
+use crate::manifest_files::ManifestLimits;
 use crate::publish::Publisher;
 use crate::reconcile::{
     ClusterTarget, DeclaredConfig, ReconcileError, ReconcileRequest, Reconciler, SyncRequests,
@@ -47,9 +49,8 @@ pub struct Hub {
     pub publisher: Publisher<SqliteStore>,
     pub reconciler: Reconciler,
     pub fetcher: Fetcher,
-    /// AppProjects applied through the API. The store does not hold projects yet, so they
-    /// live in memory until the hub restarts.
-    pub projects: RwLock<Vec<AppProject>>,
+    /// What the configuration repository last did, when there is one.
+    config: RwLock<ConfigStatus>,
     triggers: mpsc::UnboundedSender<Trigger>,
     /// Rounds completed since start: the API can wait for the effect of a change.
     rounds: watch::Sender<u64>,
@@ -67,13 +68,17 @@ impl Hub {
         publisher: Publisher<SqliteStore>,
         reconciler: Reconciler,
         fetcher: Fetcher,
+        config_source: Option<ConfigSource>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Trigger>) {
         let (triggers, receiver) = mpsc::unbounded_channel();
         let hub = Self {
             publisher,
             reconciler,
             fetcher,
-            projects: RwLock::default(),
+            config: RwLock::new(ConfigStatus {
+                source: config_source,
+                ..ConfigStatus::default()
+            }),
             triggers,
             rounds: watch::channel(0).0,
         };
@@ -95,22 +100,45 @@ impl Hub {
         self.rounds.subscribe()
     }
 
-    /// Every repository URL the hub knows: registered ones, and every literal `repoURL` of
-    /// the declared Applications and ApplicationSets (templated ones are resolved only when
-    /// generated, and fetched through the repository they name literally elsewhere).
+    /// What the configuration repository last did.
+    pub fn config_status(&self) -> ConfigStatus {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn config_source(&self) -> Option<ConfigSource> {
+        self.config_status().source
+    }
+
+    /// Every repository URL the hub knows: the configuration repository, registered ones,
+    /// and every literal `repoURL` of the declared Applications and ApplicationSets
+    /// (templated ones are resolved only when generated, and fetched through the repository
+    /// they name literally elsewhere).
     pub async fn known_repositories(&self) -> Result<BTreeSet<String>, StoreError> {
+        Ok(self.repository_intervals().await?.into_keys().collect())
+    }
+
+    /// Every known repository with its own poll interval (`None`: the hub's default).
+    pub async fn repository_intervals(
+        &self,
+    ) -> Result<BTreeMap<String, Option<Duration>>, StoreError> {
         let store = self.store();
-        let mut urls: BTreeSet<String> = store
-            .repositories()
-            .await?
-            .into_iter()
-            .map(|r| r.url)
-            .collect();
+        let mut literal = BTreeSet::new();
+        if let Some(source) = self.config_source() {
+            literal.insert(source.url);
+        }
         for app in store.applications().await? {
-            collect_repo_urls(&app.spec, &mut urls);
+            collect_repo_urls(&app.spec, &mut literal);
         }
         for set in store.app_sets().await? {
-            collect_repo_urls(&set.spec, &mut urls);
+            collect_repo_urls(&set.spec, &mut literal);
+        }
+        let mut urls: BTreeMap<String, Option<Duration>> =
+            literal.into_iter().map(|url| (url, None)).collect();
+        for repo in store.repositories().await? {
+            urls.insert(repo.url, repo.poll_interval);
         }
         Ok(urls)
     }
@@ -204,14 +232,10 @@ pub async fn round(hub: &Hub, fetch: &Fetch) -> Result<(), RoundError> {
         })
         .collect();
     fetch_all(hub, wanted).await;
+    sync_config(hub).await;
 
     let store = hub.store();
-    let projects = hub
-        .projects
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let config = DeclaredConfig::load(store, projects).await?;
+    let config = DeclaredConfig::load(store).await?;
     let clusters: Vec<ClusterTarget> = store
         .clusters()
         .await
@@ -259,14 +283,15 @@ async fn fetch_all(hub: &Hub, urls: Vec<String>) {
     for url in urls {
         let credentials = match hub.store().repository_credentials(&url).await {
             Ok(None) => Credentials::None,
-            Ok(Some(_)) => {
-                // Stored credentials have no decoding into `git::Credentials` yet (no API
-                // stores them so far); fetching without them would only leak a failed try.
-                warn!(url = %crate::git::redact_url(&url), "repository has stored credentials this hub cannot use yet; not fetched");
-                continue;
-            }
+            Ok(Some(sealed)) => match Credentials::from_json(sealed.expose()) {
+                Ok(credentials) => credentials,
+                Err(error) => {
+                    warn!(url = %crate::git::redact_url(&url), %error, "stored credentials are unreadable; not fetched");
+                    continue;
+                }
+            },
             Err(error) => {
-                warn!(%error, "read repository credentials");
+                warn!(url = %crate::git::redact_url(&url), %error, "read repository credentials; not fetched");
                 continue;
             }
         };
@@ -280,6 +305,98 @@ async fn fetch_all(hub: &Hub, urls: Vec<String>) {
             Ok(Err(error)) => warn!(url = %shown, %error, "fetch failed"),
             Err(error) => warn!(url = %shown, %error, "fetch task failed"),
         }
+    }
+}
+
+/// Applies the configuration repository's documents when its commit changed since the last
+/// time they applied (or failed). A failure is kept in the status; the store keeps the last
+/// configuration that applied.
+async fn sync_config(hub: &Hub) {
+    let Some(source) = hub.config_source() else {
+        return;
+    };
+    let shown = crate::git::redact_url(&source.url);
+    let status = hub.config_status();
+    let done = [status.applied_commit, status.failed_commit];
+    let fetcher = hub.fetcher.clone();
+    // Resolve and read on a blocking thread: `None` when the commit was already handled.
+    let read = tokio::task::spawn_blocking(move || {
+        let repo = fetcher
+            .cached(&source.url)
+            .map_err(|e| (None, e.to_string()))?;
+        let commit = repo
+            .resolve(&source.revision)
+            .map_err(|e| (None, e.to_string()))?;
+        let hex = commit.to_string();
+        if done.iter().flatten().any(|c| *c == hex) {
+            return Ok(None);
+        }
+        config_repo::read(&repo, commit, &source.path, &ManifestLimits::default())
+            .map(|documents| Some((hex.clone(), documents)))
+            .map_err(|e| (Some(hex), e.to_string()))
+    })
+    .await;
+    let (commit_hex, documents) = match read {
+        Ok(Ok(Some(read))) => read,
+        Ok(Ok(None)) => return,
+        Ok(Err((commit, error))) => {
+            warn!(url = %shown, commit = commit.as_deref().unwrap_or("-"), %error, "configuration not applied");
+            hub.config_failed(commit, error);
+            return;
+        }
+        Err(error) => {
+            warn!(url = %shown, %error, "configuration read task failed");
+            return;
+        }
+    };
+    let now = Timestamp::now();
+    match config_repo::apply(hub.store(), &documents, now).await {
+        Ok(applied) => {
+            for warning in &applied.warnings {
+                warn!(url = %shown, commit = %commit_hex, %warning, "configuration warning");
+            }
+            info!(
+                url = %shown,
+                commit = %commit_hex,
+                stored = applied.stored.len(),
+                deleted = applied.deleted.len(),
+                warnings = applied.warnings.len(),
+                "configuration applied"
+            );
+            let audit = crate::store::AuditEntry {
+                at: now,
+                who: "config-repository".to_owned(),
+                action: "apply configuration".to_owned(),
+                subject: format!("commit {commit_hex}"),
+                detail: serde_json::json!({"stored": applied.stored, "deleted": applied.deleted}),
+                source: shown.clone(),
+            };
+            if let Err(error) = hub.store().record_audit(&audit).await {
+                warn!(%error, "record audit");
+            }
+            let mut status = hub.config.write().unwrap_or_else(|e| e.into_inner());
+            status.applied_commit = Some(commit_hex);
+            status.applied_at = Some(now);
+            status.documents = applied.stored;
+            status.warnings = applied.warnings;
+            status.error = None;
+            status.failed_commit = None;
+        }
+        Err(error) => {
+            warn!(url = %shown, commit = %commit_hex, %error, "configuration not applied");
+            // A store failure may pass: the next round tries the same commit again.
+            hub.config_failed(None, error.to_string());
+        }
+    }
+}
+
+impl Hub {
+    /// Records why the configuration did not apply; `commit` when that commit is at fault
+    /// (it is not tried again until the repository moves).
+    fn config_failed(&self, commit: Option<String>, error: String) {
+        let mut status = self.config.write().unwrap_or_else(|e| e.into_inner());
+        status.error = Some(error);
+        status.failed_commit = commit;
     }
 }
 

@@ -3,9 +3,9 @@
 //! renderer, reconciler and publisher, and runs until SIGTERM or Ctrl-C:
 //!
 //! - the human API (`api`) on `--listen`;
-//! - the reconcile rounds (`rounds`): one at start, one per poll (the interval plus a random
-//!   jitter; a tokio timer rather than tokio-cron-scheduler, which a fixed interval does not
-//!   need), one per verified webhook push and one after each API change;
+//! - the reconcile rounds (`rounds`): one at start, one per scheduled poll of a repository
+//!   (`poll`: tokio-cron-scheduler, each repository at its own interval plus a random
+//!   jitter), one per verified webhook push and one after each API change;
 //! - re-signing of states at half their lifetime (`Publisher::resign_due`) and collection of
 //!   unreferenced blobs, each on its own timer.
 //!
@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use flotilla_shared::SigningKey;
 use jiff::Timestamp;
-use rand_core::{OsRng, RngCore as _};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -135,12 +134,26 @@ async fn run(
     create_dir(&work)?;
     let mut options = FetchOptions::new(cache);
     options.rewrites = config.rewrites.clone();
+    if let Some(path) = &config.git_ca_file {
+        options.extra_ca_pem = Some(std::fs::read(path).map_err(|source| ServeError::Read {
+            path: path.clone(),
+            source,
+        })?);
+    }
     let fetcher = Fetcher::new(options)?;
     let renderer = Arc::new(Renderer::new(render)?);
     let reconciler = Reconciler::new(fetcher.clone(), renderer, Some(&work))?;
     let publish_config = PublishConfig::default();
     let publisher = Publisher::new(store, key, publish_config, failpoints);
-    let (hub, triggers) = Hub::new(publisher, reconciler, fetcher);
+    if let Some(source) = &config.config_source {
+        info!(
+            url = %crate::git::redact_url(&source.url),
+            revision = %source.revision,
+            path = %source.path,
+            "configuration repository"
+        );
+    }
+    let (hub, triggers) = Hub::new(publisher, reconciler, fetcher, config.config_source.clone());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -167,7 +180,7 @@ async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(rounds::run(hub.clone(), triggers, shutdown.clone()));
     hub.trigger(Fetch::All, "start");
-    tasks.spawn(poll(
+    tasks.spawn(crate::poll::run(
         hub.clone(),
         config.poll_interval.unsigned_abs(),
         config.poll_jitter.unsigned_abs(),
@@ -226,15 +239,6 @@ async fn wait_for_signal() {
     }
 }
 
-/// A random delay up to `jitter`.
-fn jitter(jitter: Duration) -> Duration {
-    let millis = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
-    if millis == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_millis(OsRng.next_u64() % millis)
-}
-
 /// Sleeps `every` plus a random delay up to `jitter` between ticks, until shutdown.
 struct Ticker {
     every: Duration,
@@ -246,20 +250,9 @@ impl Ticker {
     /// False once the hub shuts down.
     async fn tick(&mut self) -> bool {
         tokio::select! {
-            () = tokio::time::sleep(self.every + jitter(self.jitter)) => true,
+            () = tokio::time::sleep(self.every + crate::poll::jitter(self.jitter)) => true,
             _ = self.shutdown.changed() => false,
         }
-    }
-}
-
-async fn poll(hub: Arc<Hub>, every: Duration, jitter: Duration, shutdown: watch::Receiver<bool>) {
-    let mut ticker = Ticker {
-        every,
-        jitter,
-        shutdown,
-    };
-    while ticker.tick().await {
-        hub.trigger(Fetch::All, "poll");
     }
 }
 

@@ -20,8 +20,8 @@ use flotilla_hub::reconcile::{
 };
 use flotilla_hub::render::{RenderConfig, Renderer};
 use flotilla_hub::store::{
-    AppSetRecord, ApplicationRecord, ClusterRecord, CredentialKey, Origin, Problem, Retention,
-    SqliteStore, Store,
+    AppSetRecord, ApplicationRecord, ClusterRecord, CredentialKey, Origin, Problem, ProjectRecord,
+    Retention, SqliteStore, Store,
 };
 use flotilla_shared::state::ClusterState;
 use flotilla_shared::{PublicKey, SigningKey, TrustRoot};
@@ -158,7 +158,6 @@ struct Hub {
     renderer: Arc<Renderer>,
     publisher: Publisher<SqliteStore>,
     public_key: PublicKey,
-    projects: DeclaredConfig,
 }
 
 impl Hub {
@@ -209,10 +208,21 @@ impl Hub {
             cluster.kube_version = Some("v1.35.4".to_owned());
             store.put_cluster(&cluster).await.expect("cluster");
         }
+        let project = document(PROJECT);
+        store
+            .put_project(&ProjectRecord {
+                name: project["metadata"]["name"]
+                    .as_str()
+                    .expect("a name")
+                    .to_owned(),
+                spec: project,
+                origin: Origin::Config,
+                created_at: Timestamp::now(),
+                updated_at: Timestamp::now(),
+            })
+            .await
+            .expect("project stored");
         let publisher = Publisher::new(store, key, PublishConfig::default(), Failpoints::none());
-        let (projects, _) = DeclaredConfig::from_documents(
-            flotilla_hub::declarative::parse_documents(PROJECT).expect("project parses"),
-        );
         let hub = Hub {
             _dirs: dirs,
             fleet,
@@ -221,7 +231,6 @@ impl Hub {
             renderer,
             publisher,
             public_key,
-            projects,
         };
         hub.fetch().await;
         hub
@@ -284,7 +293,7 @@ impl Hub {
     /// One round of the hub: load, reconcile, record, publish.
     async fn round(&self, at: Timestamp) -> (Reconciliation, PublishReport) {
         let store = self.store();
-        let config = DeclaredConfig::load(store, self.projects.projects.clone())
+        let config = DeclaredConfig::load(store)
             .await
             .expect("configuration loads");
         let clusters: Vec<ClusterTarget> = store
@@ -429,14 +438,18 @@ async fn a_fleet_reconciles_publishes_and_isolates_failures() {
     assert_eq!(podinfo.source.revision.len(), 40, "a commit id");
 
     // Identical renders run once: web once for both clusters, podinfo once per cluster (its
-    // values differ), the add-on once. A blob names its app, so web-prod-east and
-    // web-prod-west are two blobs of the same objects.
+    // values differ), the add-on once. A blob is content only, so web-prod-east and
+    // web-prod-west, the same objects under two names, are one blob.
     assert_eq!(hub.renderer.renders_executed(), 4);
     assert_eq!(
         hub.objects(&east, "web-prod-east").await,
         hub.objects(&west, "web-prod-west").await
     );
-    assert_eq!(report.blobs_written, 5);
+    assert_eq!(
+        east.app("web-prod-east").expect("app").blob,
+        west.app("web-prod-west").expect("app").blob
+    );
+    assert_eq!(report.blobs_written, 4);
     let generated = hub
         .store()
         .app_set("addons")

@@ -838,11 +838,14 @@ async fn a_render_past_its_deadline_is_killed() {
     capabilities_chart(repo.path());
     let bin = tempfile::tempdir().expect("temp dir");
     let pid_file = bin.path().join("pid");
+    let child_file = bin.path().join("child");
     let slow = bin.path().join("helm");
+    // The tool starts a child of its own (as helm does with post-renderers): both must go.
     std::fs::write(
         &slow,
         format!(
-            "#!/bin/sh\necho $$ > {}\nexec sleep 30\n",
+            "#!/bin/sh\nsleep 30 &\necho $! > {}\necho $$ > {}\nexec sleep 30\n",
+            child_file.display(),
             pid_file.display()
         ),
     )
@@ -875,6 +878,22 @@ async fn a_render_past_its_deadline_is_killed() {
         !Path::new(&format!("/proc/{}", pid.trim())).exists(),
         "process {pid} still runs"
     );
+    // The orphaned child is killed too; whoever adopted it may not have reaped it yet, so a
+    // zombie counts as gone.
+    let child = std::fs::read_to_string(&child_file).expect("the child started");
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", child.trim()))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next().map(|rest| rest.trim().to_owned()))
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    };
+    for _ in 0..50 {
+        if !running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!running(), "the tool's child {child} still runs");
 }
 
 #[tokio::test]

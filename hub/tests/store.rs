@@ -9,8 +9,8 @@ use flotilla_hub::publish::plan::{ClusterInput, Content, DesiredApp, GeneratorFa
 use flotilla_hub::publish::{PublishConfig, Publisher, stored_payload};
 use flotilla_hub::store::{
     AppSetRecord, AppStatus, ApplicationRecord, AuditEntry, BlobBytes, ClusterRecord,
-    CredentialKey, Credentials, NewState, ObjectStatus, Origin, Pin, Retention, SqliteStore,
-    StatusReport, Store, StoreError, StoredState,
+    CredentialKey, Credentials, NewState, ObjectStatus, Origin, Pin, ProjectRecord, Retention,
+    SqliteStore, StatusReport, Store, StoreError, StoredState,
 };
 use flotilla_shared::Digest;
 use flotilla_shared::state::{Source, SyncPolicy};
@@ -105,20 +105,64 @@ async fn records_round_trip_and_survive_a_reopen() {
 }
 
 #[tokio::test]
+async fn projects_are_stored_replaced_and_deleted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path()).await;
+    let project = |origin, dest: &str| ProjectRecord {
+        name: "shop".to_owned(),
+        spec: json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+            "metadata": {"name": "shop"}, "spec": {"destinations": [{"namespace": dest}]}}),
+        origin,
+        created_at: now(),
+        updated_at: now(),
+    };
+    store
+        .put_project(&project(Origin::Api, "shop"))
+        .await
+        .expect("put");
+    store
+        .put_project(&project(Origin::Config, "shop-*"))
+        .await
+        .expect("replace");
+    store.close().await;
+    let store = open(dir.path()).await;
+    let projects = store.projects().await.expect("list");
+    assert_eq!(projects.len(), 1, "a project survives a restart, once");
+    assert_eq!(projects[0].origin, Origin::Config);
+    assert_eq!(
+        projects[0].spec["spec"]["destinations"][0]["namespace"],
+        "shop-*"
+    );
+    assert!(store.delete_project("shop").await.expect("delete"));
+    assert!(!store.delete_project("shop").await.expect("delete"));
+    assert!(store.projects().await.expect("list").is_empty());
+}
+
+#[tokio::test]
 async fn credentials_are_sealed_and_only_the_fetcher_gets_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open(dir.path()).await;
     let url = "https://git.example/shop.git";
     let secret = Credentials::new(b"ghp_s3cr3tT0ken".to_vec());
     store
-        .put_repository(url, Some(&secret), now())
+        .put_repository(url, Some(&secret), None, now())
         .await
         .expect("put");
     store
-        .put_repository("/srv/local", None, now())
+        .put_repository(
+            "/srv/local",
+            None,
+            Some(std::time::Duration::from_secs(300)),
+            now(),
+        )
         .await
         .expect("put");
     let listed = store.repositories().await.expect("list");
+    assert_eq!(
+        listed.iter().map(|r| r.poll_interval).collect::<Vec<_>>(),
+        [Some(std::time::Duration::from_secs(300)), None],
+        "each repository keeps its own poll interval"
+    );
     assert_eq!(
         listed
             .iter()

@@ -18,7 +18,8 @@ use crate::declarative::{self, Document};
 use crate::publish::stored_payload;
 use crate::rounds::Fetch;
 use crate::store::{
-    AppSetRecord, ApplicationRecord, AuditEntry, ClusterRecord, Origin, Pin, Store as _, StoreError,
+    AppSetRecord, ApplicationRecord, AuditEntry, ClusterRecord, Origin, Pin, ProjectRecord,
+    RepositoryRecord, Store as _, StoreError,
 };
 use crate::webhook::{self, Delivery, Provider, WebhookError};
 
@@ -40,6 +41,13 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
         ("GET", "/api/v1/clusters") => clusters(state).await,
         ("POST", "/api/v1/clusters") => put_cluster(state, &call).await,
         ("GET", "/api/v1/clusters/{name}/state") => cluster_state(state, param(0)).await,
+        ("GET", "/api/v1/repositories") => repositories(state).await,
+        ("PUT", "/api/v1/repositories") => put_repository(state, &call).await,
+        ("DELETE", "/api/v1/repositories") => delete_repository(state, &call).await,
+        ("GET", "/api/v1/projects") => projects(state).await,
+        ("GET", "/api/v1/config-repository") => {
+            Ok(json(StatusCode::OK, &state.hub.config_status().to_json()))
+        }
         ("POST", "/api/v1/refresh") => {
             state.hub.trigger(Fetch::All, "api");
             Ok(json(StatusCode::ACCEPTED, &json!({"status": "queued"})))
@@ -144,17 +152,16 @@ async fn apply(state: &ApiState, call: &Call) -> Res {
                     .await?;
                 "ApplicationSet"
             }
-            Document::AppProject(project) => {
-                let mut projects = state
-                    .hub
-                    .projects
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                projects.retain(|p| p.metadata.name != name);
-                projects.push(project);
-                warnings.push(format!(
-                    "AppProject {name} is held in memory only: apply it again after a hub restart"
-                ));
+            Document::AppProject(_) => {
+                store
+                    .put_project(&ProjectRecord {
+                        name: name.clone(),
+                        spec,
+                        origin: Origin::Api,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
                 "AppProject"
             }
         };
@@ -319,20 +326,31 @@ async fn pin(state: &ApiState, app: &str, call: &Call) -> Res {
     ))
 }
 
-async fn unpin(state: &ApiState, app: &str, call: &Call) -> Res {
-    let mut cluster = None;
-    for pair in call.query.as_deref().unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("cluster", value)) if !value.is_empty() => cluster = Some(value.to_owned()),
-            None if pair.is_empty() => {}
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "query parameter {:?} is not known",
-                    pair.split('=').next().unwrap_or_default()
-                )));
-            }
+/// The query parameters of a call, percent-decoded; a parameter not in `known`, or given
+/// twice, is refused by name.
+fn query_params(call: &Call, known: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut params = BTreeMap::new();
+    let query = call.query.as_deref().unwrap_or_default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !known.contains(&key.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {key:?} is not known (known: {})",
+                known.join(", ")
+            )));
+        }
+        if params.insert(key.to_string(), value.into_owned()).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {key:?} is given twice"
+            )));
         }
     }
+    Ok(params)
+}
+
+async fn unpin(state: &ApiState, app: &str, call: &Call) -> Res {
+    let cluster = query_params(call, &["cluster"])?
+        .remove("cluster")
+        .filter(|c| !c.is_empty());
     let entry = audit(
         "unpin",
         &format!("application {app}"),
@@ -353,6 +371,157 @@ async fn unpin(state: &ApiState, app: &str, call: &Call) -> Res {
         StatusCode::OK,
         &json!({"app": app, "cluster": cluster}),
     ))
+}
+
+/// A repository as answers show it: never its credentials, only their kind.
+fn repository_json(repo: &RepositoryRecord) -> Value {
+    json!({
+        "url": crate::git::redact_url(&repo.url),
+        "hasCredentials": repo.has_credentials,
+        "pollInterval": repo.poll_interval.map(|d| format!("{}s", d.as_secs())),
+        "createdAt": repo.created_at.to_string(),
+        "updatedAt": repo.updated_at.to_string(),
+    })
+}
+
+async fn repositories(state: &ApiState) -> Res {
+    let repos: Vec<Value> = state
+        .hub
+        .store()
+        .repositories()
+        .await?
+        .iter()
+        .map(repository_json)
+        .collect();
+    Ok(json(StatusCode::OK, &json!({"repositories": repos})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RepositoryRequest {
+    url: String,
+    #[serde(default)]
+    credentials: Option<crate::git::Credentials>,
+    /// `30s`, `5m`, `1h`: how often it is fetched without a webhook.
+    #[serde(default)]
+    poll_interval: Option<String>,
+}
+
+/// Shortest per-repository poll interval: more often than this is a webhook's job.
+const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn put_repository(state: &ApiState, call: &Call) -> Res {
+    let request: RepositoryRequest = body(call)?;
+    let url = request.url.trim();
+    if url.is_empty() {
+        return Err(ApiError::bad_request("url must not be empty"));
+    }
+    if crate::git::credentials::has_password(url) {
+        return Err(ApiError::bad_request(format!(
+            "url {} carries a password: give it in credentials instead",
+            crate::git::redact_url(url)
+        )));
+    }
+    let poll_interval = match request.poll_interval.as_deref() {
+        None => None,
+        Some(text) => {
+            let parsed: jiff::SignedDuration = text.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "pollInterval {text:?} is not a duration (like 30s, 5m or 1h)"
+                ))
+            })?;
+            let interval = std::time::Duration::try_from(parsed)
+                .ok()
+                .filter(|d| *d >= MIN_POLL_INTERVAL)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "pollInterval {text:?} is shorter than {}s",
+                        MIN_POLL_INTERVAL.as_secs()
+                    ))
+                })?;
+            Some(interval)
+        }
+    };
+    let kind = request
+        .credentials
+        .as_ref()
+        .map_or("none", crate::git::Credentials::kind);
+    let sealed = request
+        .credentials
+        .as_ref()
+        .and_then(crate::git::Credentials::to_json)
+        .map(crate::store::Credentials::new);
+    let store = state.hub.store();
+    let created = !store.repositories().await?.iter().any(|r| r.url == url);
+    store
+        .put_repository(url, sealed.as_ref(), poll_interval, Timestamp::now())
+        .await?;
+    store
+        .record_audit(&audit(
+            "put repository",
+            &format!("repository {}", crate::git::redact_url(url)),
+            json!({"credentials": kind}),
+        ))
+        .await?;
+    info!(url = %crate::git::redact_url(url), credentials = kind, "repository stored");
+    state
+        .hub
+        .trigger(Fetch::Repos(BTreeSet::from([url.to_owned()])), "api");
+    let repo = store
+        .repositories()
+        .await?
+        .into_iter()
+        .find(|r| r.url == url)
+        .ok_or_else(|| ApiError::not_found(format!("repository {url} vanished")))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(status, &repository_json(&repo)))
+}
+
+async fn delete_repository(state: &ApiState, call: &Call) -> Res {
+    let url = query_params(call, &["url"])?
+        .remove("url")
+        .ok_or_else(|| ApiError::bad_request("query parameter url is required"))?;
+    let store = state.hub.store();
+    if !store.delete_repository(&url).await? {
+        return Err(ApiError::not_found(format!(
+            "repository {} is not registered",
+            crate::git::redact_url(&url)
+        )));
+    }
+    store
+        .record_audit(&audit(
+            "delete repository",
+            &format!("repository {}", crate::git::redact_url(&url)),
+            json!({}),
+        ))
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({"deleted": crate::git::redact_url(&url)}),
+    ))
+}
+
+async fn projects(state: &ApiState) -> Res {
+    let projects: Vec<Value> = state
+        .hub
+        .store()
+        .projects()
+        .await?
+        .into_iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "origin": p.origin.as_str(),
+                "spec": p.spec,
+                "updatedAt": p.updated_at.to_string(),
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &json!({"projects": projects})))
 }
 
 async fn clusters(state: &ApiState) -> Res {

@@ -33,6 +33,11 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/clusters", true),
     route(Method::POST, "/api/v1/clusters", true),
     route(Method::GET, "/api/v1/clusters/{name}/state", true),
+    route(Method::GET, "/api/v1/repositories", true),
+    route(Method::PUT, "/api/v1/repositories", true),
+    route(Method::DELETE, "/api/v1/repositories", true),
+    route(Method::GET, "/api/v1/projects", true),
+    route(Method::GET, "/api/v1/config-repository", true),
     route(Method::POST, "/api/v1/refresh", true),
     route(Method::POST, "/api/v1/webhook/{provider}", false),
 ];
@@ -134,6 +139,21 @@ pub fn document() -> Value {
                 "parameters": [cluster],
                 "responses": ok("the state", json!({}))
             }},
+            "/api/v1/repositories": {
+                "get": {"summary": "registered repositories (credentials are never shown, only whether there are some)", "responses": ok("repositories", json!({}))},
+                "put": {
+                    "summary": "register a repository, or replace its credentials and poll interval; fetched at once",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RepositoryRequest"}}}},
+                    "responses": ok("the repository", json!({"201": {"description": "registered"}}))
+                },
+                "delete": {
+                    "summary": "forget a repository and its credentials",
+                    "parameters": [{"name": "url", "in": "query", "required": true, "schema": {"type": "string"}}],
+                    "responses": ok("deleted", json!({}))
+                }
+            },
+            "/api/v1/projects": {"get": {"summary": "declared AppProjects", "responses": ok("projects", json!({}))}},
+            "/api/v1/config-repository": {"get": {"summary": "the configuration repository the hub watches: commit applied, warnings, error", "responses": ok("its status", json!({}))}},
             "/api/v1/refresh": {"post": {"summary": "fetch every repository and reconcile now", "responses": ok("queued", json!({}))}},
             "/api/v1/webhook/{provider}": {"post": {
                 "summary": "push webhook of GitHub, GitLab or Gitea/Forgejo, verified with the webhook secret",
@@ -153,6 +173,15 @@ pub fn document() -> Value {
                 }}},
                 "PinRequest": {"type": "object", "additionalProperties": false, "required": ["revision"], "properties": {
                     "revision": {"type": "string"}, "cluster": {"type": "string"}
+                }},
+                "RepositoryRequest": {"type": "object", "additionalProperties": false, "required": ["url"], "properties": {
+                    "url": {"type": "string", "description": "https://…, ssh://… or git@host:path, or a local path"},
+                    "pollInterval": {"type": "string", "description": "like 30s, 5m or 1h (at least 10s); the hub's default when absent"},
+                    "credentials": {"oneOf": [
+                        {"type": "object", "additionalProperties": false, "required": ["type", "token"], "properties": {"type": {"enum": ["token"]}, "token": {"type": "string"}}},
+                        {"type": "object", "additionalProperties": false, "required": ["type", "username", "password"], "properties": {"type": {"enum": ["basic"]}, "username": {"type": "string"}, "password": {"type": "string"}}},
+                        {"type": "object", "additionalProperties": false, "required": ["type", "privateKey", "knownHosts"], "properties": {"type": {"enum": ["ssh"]}, "privateKey": {"type": "string"}, "knownHosts": {"type": "string"}}}
+                    ]}
                 }},
                 "ClusterRequest": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
                     "name": {"type": "string"},

@@ -7,10 +7,16 @@
 //! [`SecretString`]s, and every URL that reaches an error or a log line goes through
 //! [`redact_url`] first.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
 
 /// How to authenticate to one repository.
-#[derive(Debug, Clone, Default)]
+///
+/// Its JSON form is what the API accepts and what the store seals (see [`Credentials::to_json`]):
+/// `{"type": "token", "token": …}`, `{"type": "basic", "username": …, "password": …}` or
+/// `{"type": "ssh", "privateKey": …, "knownHosts": …}`. It is never written into an answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "CredentialsJson")]
 pub enum Credentials {
     /// No authentication: a local path or a public repository.
     #[default]
@@ -40,6 +46,118 @@ impl Credentials {
             Credentials::HttpsBasic { .. } => "https-basic",
             Credentials::Ssh { .. } => "ssh-key",
         }
+    }
+}
+
+/// The JSON form, as read; checked by `TryFrom` so a useless credential is refused up front.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+enum CredentialsJson {
+    Token {
+        token: SecretString,
+    },
+    Basic {
+        username: String,
+        password: SecretString,
+    },
+    #[serde(rename_all = "camelCase")]
+    Ssh {
+        private_key: SecretString,
+        known_hosts: String,
+    },
+}
+
+/// Why credentials were refused. Names the field, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("credentials: {0} must not be empty")]
+    Empty(&'static str),
+    #[error("credentials: privateKey is not a PEM or OpenSSH private key")]
+    NotAKey,
+    #[error("credentials: knownHosts has no host key line (host keys are always checked)")]
+    NoHostKey,
+    #[error("credentials: not valid JSON credentials: {0}")]
+    Json(String),
+}
+
+impl TryFrom<CredentialsJson> for Credentials {
+    type Error = CredentialsError;
+
+    fn try_from(json: CredentialsJson) -> Result<Self, Self::Error> {
+        let non_empty = |field, value: &str| {
+            if value.trim().is_empty() {
+                Err(CredentialsError::Empty(field))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match json {
+            CredentialsJson::Token { token } => {
+                non_empty("token", token.expose_secret())?;
+                Credentials::HttpsToken { token }
+            }
+            CredentialsJson::Basic { username, password } => {
+                non_empty("username", &username)?;
+                non_empty("password", password.expose_secret())?;
+                Credentials::HttpsBasic { username, password }
+            }
+            CredentialsJson::Ssh {
+                private_key,
+                known_hosts,
+            } => {
+                if !private_key.expose_secret().contains("-----BEGIN ") {
+                    return Err(CredentialsError::NotAKey);
+                }
+                let host_keys = known_hosts
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .count();
+                if host_keys == 0 {
+                    return Err(CredentialsError::NoHostKey);
+                }
+                Credentials::Ssh {
+                    private_key,
+                    known_hosts,
+                }
+            }
+        })
+    }
+}
+
+impl Credentials {
+    /// The JSON form, for sealing in the store (the only place it may go).
+    pub fn to_json(&self) -> Option<Vec<u8>> {
+        let value = match self {
+            Credentials::None => return None,
+            Credentials::HttpsToken { token } => {
+                serde_json::json!({"type": "token", "token": token.expose_secret()})
+            }
+            Credentials::HttpsBasic { username, password } => serde_json::json!({
+                "type": "basic", "username": username, "password": password.expose_secret()
+            }),
+            Credentials::Ssh {
+                private_key,
+                known_hosts,
+            } => serde_json::json!({
+                "type": "ssh", "privateKey": private_key.expose_secret(), "knownHosts": known_hosts
+            }),
+        };
+        Some(value.to_string().into_bytes())
+    }
+
+    /// Credentials from their JSON form (as [`Credentials::to_json`] wrote it).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, CredentialsError> {
+        // serde_json's own message may quote input; only its position is kept.
+        serde_json::from_slice(bytes).map_err(|e| {
+            CredentialsError::Json(match e.classify() {
+                serde_json::error::Category::Data => {
+                    // Data errors name a field or a type, never a value of ours.
+                    e.to_string()
+                }
+                _ => format!("malformed at line {} column {}", e.line(), e.column()),
+            })
+        })
     }
 }
 
@@ -108,6 +226,48 @@ mod tests {
         assert!(!has_password("ssh://git@example.com/a"));
         assert!(!has_password("https://example.com/a:b@c"));
         assert!(!has_password("git@example.com:org/a"));
+    }
+
+    #[test]
+    fn json_form_round_trips_and_is_checked() {
+        let all = [
+            r#"{"type": "token", "token": "tok-1"}"#,
+            r#"{"type": "basic", "username": "me", "password": "pw-1"}"#,
+            r#"{"type": "ssh", "privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n", "knownHosts": "[127.0.0.1]:22 ssh-ed25519 AAAA"}"#,
+        ];
+        for text in all {
+            let credentials = Credentials::from_json(text.as_bytes()).expect(text);
+            let again =
+                Credentials::from_json(&credentials.to_json().expect("json")).expect("again");
+            assert_eq!(again.kind(), credentials.kind());
+            assert_eq!(again.to_json(), credentials.to_json());
+        }
+        let refused = [
+            (
+                r#"{"type": "token", "token": " "}"#,
+                "token must not be empty",
+            ),
+            (
+                r#"{"type": "ssh", "privateKey": "hunter2", "knownHosts": "h k"}"#,
+                "privateKey is not",
+            ),
+            (
+                r##"{"type": "ssh", "privateKey": "-----BEGIN X", "knownHosts": "# none"}"##,
+                "no host key",
+            ),
+            (
+                r#"{"type": "token", "token": "t", "extra": 1}"#,
+                "unknown field `extra`",
+            ),
+            (r#"{"type": "kerberos"}"#, "unknown variant `kerberos`"),
+        ];
+        for (text, expected) in refused {
+            let error = Credentials::from_json(text.as_bytes())
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

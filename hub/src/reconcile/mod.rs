@@ -77,17 +77,21 @@ impl DeclaredConfig {
         (config, warnings)
     }
 
-    /// The configuration as stored, with `projects` (the store does not hold projects yet:
-    /// they come from the configuration repository). A stored document that no longer
-    /// parses is reported as a problem, not an error: the rest still reconciles.
-    pub async fn load<S: Store>(
-        store: &S,
-        projects: Vec<AppProject>,
-    ) -> Result<Self, ReconcileError> {
-        let mut config = DeclaredConfig {
-            projects,
-            ..DeclaredConfig::default()
-        };
+    /// The configuration as stored. A stored document that no longer parses is reported as a
+    /// problem, not an error: the rest still reconciles.
+    pub async fn load<S: Store>(store: &S) -> Result<Self, ReconcileError> {
+        let mut config = DeclaredConfig::default();
+        for record in store.projects().await.map_err(ReconcileError::Load)? {
+            match declarative::parse_document(0, record.spec) {
+                Ok(Parsed {
+                    value: Document::AppProject(project),
+                    ..
+                }) => config.projects.push(project),
+                other => config
+                    .problems
+                    .push(unreadable("AppProject", &record.name, other)),
+            }
+        }
         for record in store.applications().await.map_err(ReconcileError::Load)? {
             match declarative::parse_document(0, record.spec) {
                 Ok(Parsed {

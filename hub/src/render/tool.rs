@@ -109,6 +109,9 @@ impl Tool {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so the deadline kills what it started too (helm's
+            // post-renderers, kustomize's git), not only the tool itself.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(|source| ToolError::Spawn {
             tool: self.name,
@@ -179,7 +182,16 @@ impl Tool {
     }
 }
 
+/// Kills the tool's process group (its children with it), then reaps the tool.
 async fn kill(child: &mut tokio::process::Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        && let Err(error) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)
+    {
+        tracing::debug!(%error, "kill render tool's process group");
+    }
     if let Err(error) = child.kill().await {
         tracing::warn!(%error, "kill render tool");
     }

@@ -118,6 +118,8 @@ impl ClusterRecord {
 pub struct RepositoryRecord {
     pub url: String,
     pub has_credentials: bool,
+    /// How often it is fetched without a webhook; `None`: the hub's default.
+    pub poll_interval: Option<std::time::Duration>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -152,6 +154,17 @@ pub struct ApplicationRecord {
     pub name: String,
     pub project: String,
     /// The document as declared (argoproj.io/v1alpha1 JSON).
+    pub spec: Value,
+    pub origin: Origin,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A declared AppProject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectRecord {
+    pub name: String,
+    /// The AppProject as declared.
     pub spec: Value,
     pub origin: Origin,
     pub created_at: Timestamp,
@@ -327,6 +340,7 @@ pub trait Store: Send + Sync {
         &self,
         url: &str,
         credentials: Option<&Credentials>,
+        poll_interval: Option<std::time::Duration>,
         at: Timestamp,
     ) -> impl Future<Output = Res<()>> + Send;
     fn repositories(&self) -> impl Future<Output = Res<Vec<RepositoryRecord>>> + Send;
@@ -358,6 +372,12 @@ pub trait Store: Send + Sync {
         outcome: Result<&[String], &str>,
         at: Timestamp,
     ) -> impl Future<Output = Res<()>> + Send;
+
+    // AppProjects.
+    /// Inserts or replaces a project's declaration (its `created_at` is kept when it exists).
+    fn put_project(&self, project: &ProjectRecord) -> impl Future<Output = Res<()>> + Send;
+    fn projects(&self) -> impl Future<Output = Res<Vec<ProjectRecord>>> + Send;
+    fn delete_project(&self, name: &str) -> impl Future<Output = Res<bool>> + Send;
 
     // Pins.
     /// Pins an application; refused unless the revision is in its history (for that

@@ -25,7 +25,8 @@ use tracing::instrument;
 use super::{
     AppSetRecord, AppStatus, ApplicationRecord, AuditEntry, BlobBytes, ClusterRecord,
     CredentialKey, Credentials, HistoryEntry, NewState, ObjectStatus, Origin, Pin, Problem,
-    RepositoryRecord, Retention, StatusHistoryEntry, StatusReport, Store, StoreError, StoredState,
+    ProjectRecord, RepositoryRecord, Retention, StatusHistoryEntry, StatusReport, Store,
+    StoreError, StoredState,
 };
 use crate::failpoint::{self, Failpoints};
 
@@ -319,17 +320,21 @@ impl Store for SqliteStore {
         &self,
         url: &str,
         credentials: Option<&Credentials>,
+        poll_interval: Option<std::time::Duration>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let sealed = credentials.map(|c| self.key.seal(url, c));
+        let poll_seconds = poll_interval.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         sqlx::query(
-            "INSERT INTO repositories (url, credentials, created_at, updated_at)
-             VALUES ($1, $2, $3, $3)
+            "INSERT INTO repositories (url, credentials, poll_interval_seconds, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $4)
              ON CONFLICT (url) DO UPDATE SET credentials = excluded.credentials,
+                 poll_interval_seconds = excluded.poll_interval_seconds,
                  updated_at = excluded.updated_at",
         )
         .bind(url)
         .bind(sealed)
+        .bind(poll_seconds)
         .bind(ms(at))
         .execute(&self.pool)
         .await
@@ -340,7 +345,8 @@ impl Store for SqliteStore {
     async fn repositories(&self) -> Result<Vec<RepositoryRecord>, StoreError> {
         const OP: &str = "list repositories";
         sqlx::query(
-            "SELECT url, credentials IS NOT NULL AS has_credentials, created_at, updated_at
+            "SELECT url, credentials IS NOT NULL AS has_credentials, poll_interval_seconds,
+                 created_at, updated_at
              FROM repositories ORDER BY url",
         )
         .fetch_all(&self.pool)
@@ -351,6 +357,8 @@ impl Store for SqliteStore {
             Ok(RepositoryRecord {
                 url: get(row, OP, "url")?,
                 has_credentials: get(row, OP, "has_credentials")?,
+                poll_interval: get::<Option<i64>>(row, OP, "poll_interval_seconds")?
+                    .map(|s| Duration::from_secs(s.max(0).unsigned_abs())),
                 created_at: from_ms(OP, "created_at", get(row, OP, "created_at")?)?,
                 updated_at: from_ms(OP, "updated_at", get(row, OP, "updated_at")?)?,
             })
@@ -427,6 +435,52 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(query("delete application"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_project(&self, project: &ProjectRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO projects (name, spec, origin, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, origin = excluded.origin,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&project.name)
+        .bind(json_text(&project.spec))
+        .bind(project.origin.as_str())
+        .bind(ms(project.created_at))
+        .bind(ms(project.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(query("write project"))?;
+        Ok(())
+    }
+
+    async fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
+        const OP: &str = "list projects";
+        sqlx::query("SELECT * FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query(OP))?
+            .iter()
+            .map(|row| {
+                Ok(ProjectRecord {
+                    name: get(row, OP, "name")?,
+                    spec: from_json(OP, "spec", &get::<String>(row, OP, "spec")?)?,
+                    origin: origin(OP, &get::<String>(row, OP, "origin")?)?,
+                    created_at: from_ms(OP, "created_at", get(row, OP, "created_at")?)?,
+                    updated_at: from_ms(OP, "updated_at", get(row, OP, "updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_project(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM projects WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(query("delete project"))?;
         Ok(done.rows_affected() > 0)
     }
 
