@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod drift;
 pub mod engine;
 pub mod health;
+pub mod identity;
 pub mod inventory;
 pub mod object;
 pub mod oneshot;

@@ -12,6 +12,7 @@ pub mod git;
 pub mod init;
 pub mod keygen;
 pub mod manifest_files;
+pub mod pki;
 pub mod poll;
 pub mod publish;
 pub mod reconcile;

@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod digest;
 pub mod envelope;
 pub mod error_chain;
+pub mod identity;
 pub mod keys;
 pub mod state;
 pub mod verify;
