@@ -5,6 +5,7 @@
 //! no async runtime, HTTP stack, Kubernetes client or Git library. Callers hand it bytes
 //! (or a reader) and get values back.
 
+pub mod agent_api;
 pub mod blob;
 pub mod bundle;
 pub mod digest;
