@@ -51,6 +51,8 @@ pub struct Hub {
     pub fetcher: Fetcher,
     /// What the configuration repository last did, when there is one.
     config: RwLock<ConfigStatus>,
+    /// Why the last fetch of a repository failed, by URL (cleared by a good fetch).
+    fetch_errors: RwLock<BTreeMap<String, String>>,
     triggers: mpsc::UnboundedSender<Trigger>,
     /// Rounds completed since start: the API can wait for the effect of a change.
     rounds: watch::Sender<u64>,
@@ -79,6 +81,7 @@ impl Hub {
                 source: config_source,
                 ..ConfigStatus::default()
             }),
+            fetch_errors: RwLock::default(),
             triggers,
             rounds: watch::channel(0).0,
         };
@@ -297,14 +300,25 @@ async fn fetch_all(hub: &Hub, urls: Vec<String>) {
         };
         let fetcher = hub.fetcher.clone();
         let shown = crate::git::redact_url(&url);
+        let url_key = url.clone();
         let result =
             tokio::task::spawn_blocking(move || fetcher.fetch(&url, &credentials).map(|_| ()))
                 .await;
-        match result {
-            Ok(Ok(())) => info!(url = %shown, "fetched"),
-            Ok(Err(error)) => warn!(url = %shown, %error, "fetch failed"),
-            Err(error) => warn!(url = %shown, %error, "fetch task failed"),
-        }
+        let failure = match result {
+            Ok(Ok(())) => {
+                info!(url = %shown, "fetched");
+                None
+            }
+            Ok(Err(error)) => {
+                warn!(url = %shown, %error, "fetch failed");
+                Some(error.to_string())
+            }
+            Err(error) => {
+                warn!(url = %shown, %error, "fetch task failed");
+                Some(error.to_string())
+            }
+        };
+        hub.note_fetch(&url_key, failure);
     }
 }
 
@@ -316,6 +330,7 @@ async fn sync_config(hub: &Hub) {
         return;
     };
     let shown = crate::git::redact_url(&source.url);
+    let url = source.url.clone();
     let status = hub.config_status();
     let done = [status.applied_commit, status.failed_commit];
     let fetcher = hub.fetcher.clone();
@@ -340,6 +355,11 @@ async fn sync_config(hub: &Hub) {
         Ok(Ok(Some(read))) => read,
         Ok(Ok(None)) => return,
         Ok(Err((commit, error))) => {
+            // An unreadable cache is most often a failed fetch: say that first.
+            let error = match (&commit, hub.fetch_error(&url)) {
+                (None, Some(fetch)) => format!("fetch {shown}: {fetch}"),
+                _ => error,
+            };
             warn!(url = %shown, commit = commit.as_deref().unwrap_or("-"), %error, "configuration not applied");
             hub.config_failed(commit, error);
             return;
@@ -391,6 +411,23 @@ async fn sync_config(hub: &Hub) {
 }
 
 impl Hub {
+    fn note_fetch(&self, url: &str, failure: Option<String>) {
+        let mut errors = self.fetch_errors.write().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            Some(error) => errors.insert(url.to_owned(), error),
+            None => errors.remove(url),
+        };
+    }
+
+    /// Why the last fetch of `url` failed, if it did.
+    pub fn fetch_error(&self, url: &str) -> Option<String> {
+        self.fetch_errors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(url)
+            .cloned()
+    }
+
     /// Records why the configuration did not apply; `commit` when that commit is at fault
     /// (it is not tried again until the repository moves).
     fn config_failed(&self, commit: Option<String>, error: String) {

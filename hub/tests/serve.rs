@@ -7,25 +7,18 @@
 mod support;
 
 use support::git;
+use support::hub_process::{DEADLINE, Serve, hub, init, start, tail};
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flotilla_hub::api::openapi::ROUTES;
 use flotilla_shared::{PublicKey, TrustRoot};
-use hmac::{Hmac, Mac as _};
-use serde_json::{Value, json};
-use sha2::Sha256;
+use serde_json::json;
 
 const FLEET: &str = "https://git.example/acme/fleet.git";
 const WEBHOOK_SECRET: &str = "whsec-do-not-log-7f3a91c2";
-const DEADLINE: Duration = Duration::from_secs(60);
-
-fn hub() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flotilla-hub"))
-}
 
 fn commit_config(repo: &Path, greeting: &str) -> String {
     let dir = repo.join("apps/web");
@@ -56,189 +49,15 @@ spec:
       syncPolicy: {automated: {}}
 ";
 
-/// The hub process; killed when dropped, so a failing test leaves nothing running.
-struct Serve {
-    child: Child,
-    base: String,
-    token: String,
-    stderr: PathBuf,
-    client: reqwest::Client,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ignored = self.child.kill();
-        let _ignored = self.child.wait();
-    }
-}
-
-struct Reply {
-    status: u16,
-    body: Value,
-}
-
-impl Serve {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<String>,
-    ) -> Reply {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(30));
-        if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await.expect("the hub answers");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, body }
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<String>) -> Reply {
-        self.call(method, path, Some(&self.token.clone()), body)
-            .await
-    }
-
-    async fn webhook(&self, body: &str, secret: &str) -> u16 {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-        mac.update(body.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        self.client
-            .post(format!("{}/api/v1/webhook/github", self.base))
-            .header("x-github-event", "push")
-            .header("x-hub-signature-256", signature)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .expect("the hub answers")
-            .status()
-            .as_u16()
-    }
-
-    async fn generation(&self, cluster: &str) -> Option<u64> {
-        let reply = self
-            .admin("GET", &format!("/api/v1/clusters/{cluster}/state"), None)
-            .await;
-        match reply.status {
-            200 => reply.body["generation"].as_u64(),
-            404 => {
-                assert_eq!(reply.body["error"]["code"], "no_state", "{}", reply.body);
-                None
-            }
-            other => panic!("state of {cluster}: {other} {}", reply.body),
-        }
-    }
-
-    /// Polls until `done` holds for the generations of `clusters`, or fails at the deadline.
-    async fn wait_for(
-        &self,
-        clusters: &[&str],
-        what: &str,
-        done: impl Fn(&[Option<u64>]) -> bool,
-    ) -> Vec<Option<u64>> {
-        let start = Instant::now();
-        loop {
-            let mut generations = Vec::new();
-            for cluster in clusters {
-                generations.push(self.generation(cluster).await);
-            }
-            if done(&generations) {
-                return generations;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "{what}: generations {generations:?} after {DEADLINE:?}; hub log tail:\n{}",
-                tail(&self.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn init(data_dir: &Path) -> String {
-    let out = hub()
-        .args(["init", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("runs init");
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
-    let token = stdout
-        .lines()
-        .find_map(|l| l.split_once("admin token").map(|(_, rest)| rest))
-        .and_then(|rest| rest.rsplit(' ').next())
-        .expect("init prints the admin token")
-        .to_owned();
-    assert!(token.starts_with("flt_"), "{stdout}");
-    token
-}
-
-fn start(dir: &Path, data_dir: &Path, fleet: &Path, token: String) -> Serve {
-    let stderr = dir.join("hub.log");
-    let mut child = hub()
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-interval",
-            "1h",
-            "--rewrite",
-        ])
-        .arg(format!("{FLEET}={}", fleet.display()))
-        .env("FLOTILLA_HUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).expect("log file"))
-        .spawn()
-        .expect("starts serve");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ignored = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let base = match rx.recv_timeout(DEADLINE) {
-        Ok(base) => base,
-        Err(_) => {
-            let _ignored = child.kill();
-            panic!("serve did not start; log:\n{}", tail(&stderr));
-        }
-    };
-    Serve {
-        child,
-        base,
+fn start_serve(dir: &Path, data_dir: &Path, fleet: &Path, token: String) -> Serve {
+    let rewrite = format!("{FLEET}={}", fleet.display());
+    start(
+        dir,
+        data_dir,
         token,
-        stderr,
-        client: reqwest::Client::new(),
-    }
+        WEBHOOK_SECRET,
+        &["--rewrite".to_owned(), rewrite],
+    )
 }
 
 fn push_event(after: &str) -> String {
@@ -277,7 +96,7 @@ async fn init_and_serve_publish_what_the_api_and_webhooks_say() {
     )
     .expect("SPKI");
 
-    let hub = start(dir.path(), &data_dir, &fleet, token.clone());
+    let hub = start_serve(dir.path(), &data_dir, &fleet, token.clone());
 
     // Health needs no token; everything else does, and says so with the error object.
     assert_eq!(hub.call("GET", "/healthz", None, None).await.status, 200);
@@ -378,7 +197,9 @@ async fn init_and_serve_publish_what_the_api_and_webhooks_say() {
     // A push, announced with a bad signature: refused, and nothing moves.
     let after = commit_config(&fleet, "bonjour");
     assert_eq!(
-        hub.webhook(&push_event(&after), "not-the-secret").await,
+        hub.webhook(&push_event(&after), "not-the-secret")
+            .await
+            .status,
         401
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -389,7 +210,12 @@ async fn init_and_serve_publish_what_the_api_and_webhooks_say() {
     );
 
     // The same push, signed: the prod clusters get a new generation, lab still has none.
-    assert_eq!(hub.webhook(&push_event(&after), WEBHOOK_SECRET).await, 202);
+    assert_eq!(
+        hub.webhook(&push_event(&after), WEBHOOK_SECRET)
+            .await
+            .status,
+        202
+    );
     let second = hub
         .wait_for(&prod, "publication after the webhook", |g| {
             g.iter().zip(&first).all(|(now, before)| now > before)

@@ -1,7 +1,11 @@
 //! What the hub's integration tests share: where the workspace is, the harness-built tools
 //! (skipped loudly when absent, unless FLOTILLA_REQUIRE_TOOLS is set), and small file and
-//! Git helpers for the repositories the tests build with the git CLI.
+//! Git helpers for the repositories the tests build with the git CLI. `git_servers` serves
+//! such repositories over HTTPS and SSH; `hub_process` runs `flotilla-hub serve`.
 #![allow(dead_code)] // each test binary uses a different part of it
+
+pub mod git_servers;
+pub mod hub_process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
