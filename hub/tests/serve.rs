@@ -261,3 +261,123 @@ async fn init_and_serve_publish_what_the_api_and_webhooks_say() {
         "the webhook secret is in the hub's log"
     );
 }
+
+/// An Application of `repo` (a URL the hub rewrites to a local path) on cluster east.
+fn application(name: &str, repo: &str) -> String {
+    format!(
+        "apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {{name: {name}}}
+spec:
+  project: default
+  source: {{repoURL: '{repo}', path: apps/web}}
+  destination: {{name: east, namespace: web}}
+  syncPolicy: {{automated: {{}}}}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_repository_is_polled_at_its_own_interval_without_webhooks() {
+    const FAST: &str = "https://git.example/acme/fast.git";
+    const SLOW: &str = "https://git.example/acme/slow.git";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut heads = Vec::new();
+    for name in ["fast", "slow"] {
+        let repo = dir.path().join(name);
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q"]);
+        heads.push(commit_config(&repo, "hello"));
+    }
+    let data_dir = dir.path().join("data");
+    let token = init(&data_dir);
+    let rewrite =
+        |url: &str, name: &str| format!("--rewrite={url}={}", dir.path().join(name).display());
+    // Every repository is polled each second unless it says otherwise.
+    let hub = start(
+        dir.path(),
+        &data_dir,
+        token,
+        WEBHOOK_SECRET,
+        &[
+            rewrite(FAST, "fast"),
+            rewrite(SLOW, "slow"),
+            "--poll-interval=1s".to_owned(),
+            "--poll-jitter=200ms".to_owned(),
+        ],
+    );
+    let slow = hub
+        .admin(
+            "PUT",
+            "/api/v1/repositories",
+            Some(json!({"url": SLOW, "pollInterval": "1h"}).to_string()),
+        )
+        .await;
+    assert_eq!(slow.status, 201, "{}", slow.body);
+    assert_eq!(slow.body["pollInterval"], "3600s");
+    let cluster = hub
+        .admin(
+            "POST",
+            "/api/v1/clusters",
+            Some(json!({"name": "east"}).to_string()),
+        )
+        .await;
+    assert_eq!(cluster.status, 201, "{}", cluster.body);
+    let applied = hub
+        .admin(
+            "POST",
+            "/api/v1/apply",
+            Some(format!(
+                "{}---\n{}",
+                application("fast", FAST),
+                application("slow", SLOW)
+            )),
+        )
+        .await;
+    assert_eq!(applied.status, 200, "{}", applied.body);
+
+    let revisions = |state: &serde_json::Value| -> (String, String) {
+        let revision = |app: &str| {
+            state["state"]["apps"]
+                .as_array()
+                .and_then(|apps| apps.iter().find(|a| a["name"] == app))
+                .and_then(|a| a["source"]["revision"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        (revision("fast"), revision("slow"))
+    };
+    let started = Instant::now();
+    loop {
+        let state = hub.state("east").await.unwrap_or_default();
+        if revisions(&state) == (heads[0].clone(), heads[1].clone()) {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "first state: {state}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Both repositories move; no webhook says so.
+    let fast_head = commit_config(&dir.path().join("fast"), "fast news");
+    commit_config(&dir.path().join("slow"), "slow news");
+    let started = Instant::now();
+    let state = loop {
+        let state = hub.state("east").await.unwrap_or_default();
+        if revisions(&state).0 == fast_head {
+            break state;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the fast repository's poll should land {fast_head}: {state}; log:\n{}",
+            tail(&hub.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A few more fast polls pass; the slow repository waits for its hour.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = hub.state("east").await.unwrap_or_default();
+    assert_eq!(revisions(&later).1, heads[1], "the slow one is not fetched");
+    assert_eq!(revisions(&state).1, heads[1]);
+    let log = hub.log();
+    assert!(log.contains("poll scheduled"), "the scheduler ran");
+}

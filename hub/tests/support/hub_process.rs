@@ -82,8 +82,10 @@ pub fn start(
     let mut child = hub()
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--poll-interval", "1h"])
+        .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        // Only webhooks fetch, unless a test's own --poll-interval says otherwise.
+        .env("FLOTILLA_HUB_POLL_INTERVAL", "1h")
         .env("FLOTILLA_HUB_WEBHOOK_SECRET", webhook_secret)
         .env("RUST_LOG", "trace")
         .stdin(Stdio::null())
