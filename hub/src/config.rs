@@ -54,6 +54,38 @@ pub struct ServeArgs {
     /// Address of the human API (plain HTTP; put TLS in front of it). Port 0 picks a free one.
     #[arg(long, env = "FLOTILLA_HUB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the agent API (mutual TLS with the hub CA). Port 0 picks a free one.
+    #[arg(
+        long,
+        env = "FLOTILLA_HUB_AGENT_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
+    pub agent_listen: SocketAddr,
+    /// The URL agents reach the agent API at (for `flotilla cluster token create`'s install
+    /// line) [default: https://localhost:PORT of --agent-listen].
+    #[arg(long, env = "FLOTILLA_HUB_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// Extra DNS names and IP addresses of the agent API's server certificate, besides
+    /// localhost, 127.0.0.1, ::1 and the host of --agent-url (repeatable).
+    #[arg(
+        long = "agent-hostname",
+        env = "FLOTILLA_HUB_AGENT_HOSTNAMES",
+        value_delimiter = ','
+    )]
+    pub agent_hostnames: Vec<String>,
+    /// Lifetime of the client certificates agents get; they renew at two thirds of it.
+    #[arg(
+        long,
+        env = "FLOTILLA_HUB_CLIENT_CERT_LIFETIME",
+        default_value = "720h"
+    )]
+    pub client_cert_lifetime: SignedDuration,
+    /// A cluster whose agent has not reported for this long is shown Offline.
+    #[arg(long, env = "FLOTILLA_HUB_OFFLINE_AFTER", default_value = "90s")]
+    pub offline_after: SignedDuration,
+    /// Enable test-only hooks (the agent API serve override). Never in production.
+    #[arg(long, env = "FLOTILLA_HUB_ENABLE_TEST_HOOKS", hide = true)]
+    pub enable_test_hooks: bool,
     /// How often every repository is fetched when no webhook says it changed.
     #[arg(long, env = "FLOTILLA_HUB_POLL_INTERVAL", default_value = "3m")]
     pub poll_interval: SignedDuration,
@@ -113,6 +145,11 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    agent_listen: Option<SocketAddr>,
+    agent_url: Option<String>,
+    agent_hostnames: Option<Vec<String>>,
+    client_cert_lifetime: Option<String>,
+    offline_after: Option<String>,
     poll_interval: Option<String>,
     poll_jitter: Option<String>,
     resign_check_interval: Option<String>,
@@ -156,6 +193,12 @@ pub enum ConfigError {
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    pub agent_listen: SocketAddr,
+    pub agent_url: Option<String>,
+    pub agent_hostnames: Vec<String>,
+    pub client_cert_lifetime: SignedDuration,
+    pub offline_after: SignedDuration,
+    pub enable_test_hooks: bool,
     pub poll_interval: SignedDuration,
     pub poll_jitter: SignedDuration,
     pub resign_check_interval: SignedDuration,
@@ -229,6 +272,24 @@ impl ServeConfig {
         Ok(Self {
             data_dir: args.data_dir.clone(),
             listen: pick(given("listen"), args.listen, file.listen),
+            agent_listen: pick(given("agent_listen"), args.agent_listen, file.agent_listen),
+            agent_url: pick(
+                given("agent_url"),
+                args.agent_url.clone(),
+                file.agent_url.map(Some),
+            ),
+            agent_hostnames: pick(
+                given("agent_hostnames"),
+                args.agent_hostnames.clone(),
+                file.agent_hostnames,
+            ),
+            client_cert_lifetime: duration(
+                "client_cert_lifetime",
+                args.client_cert_lifetime,
+                &file.client_cert_lifetime,
+            )?,
+            offline_after: duration("offline_after", args.offline_after, &file.offline_after)?,
+            enable_test_hooks: args.enable_test_hooks,
             poll_interval: duration("poll_interval", args.poll_interval, &file.poll_interval)?,
             poll_jitter: poll_jitter.abs(),
             resign_check_interval: duration(

@@ -1,6 +1,7 @@
 //! The Flotilla hub: turns Git into signed, per-cluster desired state and serves it to
 //! agents. It never holds a credential for any cluster and never connects to one.
 
+pub mod agent_api;
 pub mod api;
 pub mod bundle_build;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod pki;
 pub mod poll;
 pub mod publish;
 pub mod reconcile;
+pub mod registration;
 pub mod render;
 pub mod rounds;
 pub mod serve;

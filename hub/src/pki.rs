@@ -22,6 +22,7 @@ use rustls::pki_types::{
     CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
 };
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest as _, Sha256};
 use x509_parser::certificate::X509Certificate;
@@ -249,15 +250,25 @@ impl HubCa {
     /// handshake fails); a connection without one is let through because registration is
     /// how an agent gets its first certificate: the agent API refuses every other route
     /// without a verified certificate. Uses the ring provider, whatever the process default is.
-    pub fn server_config(&self, server: ServerCert) -> Result<Arc<ServerConfig>, PkiError> {
+    ///
+    /// `refused` hears of every client certificate the verifier refuses, with the cluster it
+    /// claims to be (read unverified from its URI SAN, for the operator's eyes only) and why.
+    pub fn server_config(
+        &self,
+        server: ServerCert,
+        refused: Option<RefusedCertificates>,
+    ) -> Result<Arc<ServerConfig>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         roots.add(self.cert.clone()).map_err(PkiError::Tls)?;
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(PkiError::Verifier)?;
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(PkiError::Verifier)?;
+        let verifier: Arc<dyn ClientCertVerifier> = match refused {
+            Some(refused) => Arc::new(Observed { inner, refused }),
+            None => inner,
+        };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(PkiError::Tls)?
@@ -360,6 +371,78 @@ impl Csr {
     /// so a registration retried with the same key can be recognised.
     pub fn key_fingerprint(&self) -> &str {
         &self.key_fingerprint
+    }
+}
+
+/// Told of each refused client certificate: the cluster it claims (unverified) and why.
+pub type RefusedCertificates = Arc<dyn Fn(Option<String>, String) + Send + Sync>;
+
+/// A client verifier that reports what the inner one refuses.
+struct Observed {
+    inner: Arc<dyn ClientCertVerifier>,
+    refused: RefusedCertificates,
+}
+
+impl std::fmt::Debug for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed").finish_non_exhaustive()
+    }
+}
+
+/// The cluster a certificate claims in its URI SAN, without checking anything else.
+fn claimed_cluster(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(cert).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => identity::cluster_from_uri(uri).ok().map(str::to_owned),
+        _ => None,
+    })
+}
+
+impl ClientCertVerifier for Observed {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|error| (self.refused)(claimed_cluster(end_entity), error.to_string()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -847,7 +930,7 @@ mod tests {
         let cert = ca
             .issue_server(&names, DEFAULT_SERVER_LIFETIME, Timestamp::now())
             .expect("server cert");
-        ca.server_config(cert).expect("server config")
+        ca.server_config(cert, None).expect("server config")
     }
 
     /// One TLS connection over 127.0.0.1: what the server made of the client
@@ -925,10 +1008,29 @@ mod tests {
             let key = rcgen::KeyPair::generate().expect("key");
             let issued = issued_to(&impostor, &key, "east");
             let client = client(hub.cert_pem(), Some((&issued.chain_pem, &key)));
-            let (served, connected) = handshake(server(&hub), client, "localhost").await;
+            let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let observer: RefusedCertificates = {
+                let heard = heard.clone();
+                Arc::new(move |cluster, why| {
+                    heard.lock().expect("lock").push((cluster, why));
+                })
+            };
+            let names = ["localhost".to_owned()];
+            let cert = hub
+                .issue_server(&names, DEFAULT_SERVER_LIFETIME, Timestamp::now())
+                .expect("server cert");
+            let server = hub.server_config(cert, Some(observer)).expect("config");
+            let (served, connected) = handshake(server, client, "localhost").await;
             let refused = served.expect_err("refused");
             assert!(refused.contains("invalid peer certificate"), "{refused}");
             assert!(connected.is_err());
+            let heard = heard.lock().expect("lock").clone();
+            assert_eq!(heard.len(), 1, "{heard:?}");
+            assert_eq!(heard[0].0.as_deref(), Some("east"), "the claimed cluster");
+            assert!(
+                heard[0].1.contains("UnknownIssuer") || heard[0].1.contains("BadSignature"),
+                "{heard:?}"
+            );
         }
     }
 

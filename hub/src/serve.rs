@@ -21,6 +21,8 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::agent_api::limits::Rate;
+use crate::agent_api::{AgentApi, AgentApiConfig};
 use crate::api::{self, ApiState};
 use crate::config::{ConfigError, ServeArgs, ServeConfig};
 use crate::git::{FetchError, FetchOptions, Fetcher};
@@ -73,6 +75,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("hub CA: {0}")]
+    Pki(#[from] crate::pki::PkiError),
     #[error("start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -155,6 +159,74 @@ async fn run(
     }
     let (hub, triggers) = Hub::new(publisher, reconciler, fetcher, config.config_source.clone());
 
+    // The agent API: its server certificate from the hub CA, on its own listener.
+    let ca = crate::pki::HubCa::load(dir)?;
+    let agent_listener = tokio::net::TcpListener::bind(config.agent_listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.agent_listen,
+            source,
+        })?;
+    let agent_local = agent_listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen {
+            addr: config.agent_listen,
+            source,
+        })?;
+    let agent_url = config
+        .agent_url
+        .clone()
+        .unwrap_or_else(|| format!("https://localhost:{}", agent_local.port()));
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Some(host) = url_host(&agent_url) {
+        names.push(host);
+    }
+    names.extend(config.agent_hostnames.iter().cloned());
+    names.sort();
+    names.dedup();
+    let server_cert = ca.issue_server(
+        &names,
+        crate::pki::DEFAULT_SERVER_LIFETIME,
+        Timestamp::now(),
+    )?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let agent = Arc::new(AgentApi::new(
+        hub.clone(),
+        ca,
+        AgentApiConfig {
+            url: agent_url.clone(),
+            client_lifetime: config.client_cert_lifetime.unsigned_abs(),
+            skew: crate::pki::DEFAULT_CLOCK_SKEW,
+            rate: Rate::default(),
+            io_timeout: Duration::from_secs(30),
+            offline_after: config.offline_after.unsigned_abs(),
+            test_hooks: config.enable_test_hooks,
+        },
+        shutdown.clone(),
+    ));
+    let refused: crate::pki::RefusedCertificates = {
+        let agent = Arc::downgrade(&agent);
+        Arc::new(move |cluster: Option<String>, why: String| {
+            let (Some(agent), Some(cluster)) = (agent.upgrade(), cluster) else {
+                warn!(reason = %why, "client certificate refused");
+                return;
+            };
+            let message = format!("a client certificate for cluster {cluster} was refused: {why}");
+            tokio::spawn(async move {
+                crate::agent_api::note_refusal(&agent, &cluster, &message).await;
+            });
+        })
+    };
+    let agent_tls = agent.ca.server_config(server_cert, Some(refused))?;
+    if config.enable_test_hooks {
+        warn!("TEST HOOKS ARE ENABLED: never run a production hub with --enable-test-hooks");
+    }
+    let trusted_keys = vec![read(&dir.join(crate::keygen::PUBLIC_KEY_FILE))?];
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -170,13 +242,14 @@ async fn run(
     }
     let state = Arc::new(ApiState {
         hub: hub.clone(),
+        agent: agent.clone(),
+        trusted_keys,
         admin_token_hash,
         webhook_secret: config.webhook_secret,
         max_body_bytes: config.max_body_bytes,
         webhook_max_body_bytes: config.webhook_max_body_bytes,
     });
 
-    let (shutdown_tx, shutdown) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(rounds::run(hub.clone(), triggers, shutdown.clone()));
     hub.trigger(Fetch::All, "start");
@@ -203,8 +276,17 @@ async fn run(
         shutdown.clone(),
         config.shutdown_grace.unsigned_abs(),
     ));
-    info!(addr = %local, data_dir = %dir.display(), "hub serving");
-    // Tests and scripts read the address from here (port 0 picks a free one).
+    tasks.spawn(crate::agent_api::serve(
+        agent_listener,
+        agent_tls,
+        agent,
+        shutdown.clone(),
+        config.shutdown_grace.unsigned_abs(),
+    ));
+    info!(addr = %local, agent_addr = %agent_local, agent_url = %agent_url, data_dir = %dir.display(), "hub serving");
+    // Tests and scripts read the addresses from here (port 0 picks a free one). The agent
+    // line comes first: a reader that waits for the human API has both then.
+    println!("agent API listening on https://{agent_local}");
     println!("listening on http://{local}");
 
     wait_for_signal().await;
@@ -214,6 +296,19 @@ async fn run(
     hub.store().close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The host of a URL (`https://name:port/…` → `name`), for the server certificate.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 async fn wait_for_signal() {

@@ -41,6 +41,20 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
         ("GET", "/api/v1/clusters") => clusters(state).await,
         ("POST", "/api/v1/clusters") => put_cluster(state, &call).await,
         ("GET", "/api/v1/clusters/{name}/state") => cluster_state(state, param(0)).await,
+        ("POST", "/api/v1/clusters/{name}/tokens") => create_token(state, param(0), &call).await,
+        ("POST", "/api/v1/clusters/{name}/approve") => approve(state, param(0)).await,
+        ("POST", "/api/v1/clusters/{name}/revoke") => revoke(state, param(0)).await,
+        ("POST", "/api/v1/clusters/{name}/labels") => label(state, param(0), &call).await,
+        ("GET", "/api/v1/clusters/{name}/bundle") => bundle(state, param(0)).await,
+        ("GET", "/api/v1/agent-api") => Ok(json(
+            StatusCode::OK,
+            &json!({
+                "url": state.agent.config.url,
+                "caCertificate": state.agent.ca.cert_pem(),
+                "trustedKeys": state.trusted_keys,
+            }),
+        )),
+        ("PUT", "/api/v1/test/serve-override") => serve_override(state, &call).await,
         ("GET", "/api/v1/repositories") => repositories(state).await,
         ("PUT", "/api/v1/repositories") => put_repository(state, &call).await,
         ("DELETE", "/api/v1/repositories") => delete_repository(state, &call).await,
@@ -182,14 +196,115 @@ async fn apply(state: &ApiState, call: &Call) -> Res {
     ))
 }
 
+/// One application on one cluster: what the served state says and what the agent reported.
+#[derive(Debug, Clone)]
+struct Deployment {
+    app: String,
+    cluster: String,
+    generation: u64,
+    revision: String,
+    blob: String,
+    sync: String,
+    health: String,
+    message: String,
+}
+
+impl Deployment {
+    fn to_json(&self) -> Value {
+        json!({
+            "cluster": self.cluster,
+            "generation": self.generation,
+            "revision": self.revision,
+            "blob": self.blob,
+            "sync": self.sync,
+            "health": self.health,
+            "message": self.message,
+        })
+    }
+}
+
+/// Every application of every served state, with the agents' reports. An agent that has
+/// not reported the served revision yet makes the application `OutOfSync`; no report at all
+/// is `Unknown`.
+async fn deployments(state: &ApiState) -> Result<Vec<Deployment>, ApiError> {
+    let store = state.hub.store();
+    let mut all = Vec::new();
+    for stored in store.latest_states().await? {
+        let Ok(payload) = stored_payload(&stored) else {
+            continue;
+        };
+        let reports: BTreeMap<String, crate::store::AppStatus> = store
+            .app_statuses(&stored.cluster)
+            .await?
+            .into_iter()
+            .map(|s| (s.app.clone(), s))
+            .collect();
+        for app in &payload.apps {
+            let report = reports.get(&app.name);
+            let (sync, health, message) = match report {
+                None => (
+                    "Unknown".to_owned(),
+                    "Unknown".to_owned(),
+                    "no report from the agent yet".to_owned(),
+                ),
+                Some(r) if r.revision.as_deref() != Some(app.source.revision.as_str()) => (
+                    "OutOfSync".to_owned(),
+                    r.health.clone(),
+                    format!(
+                        "the agent runs revision {}, the hub serves {}",
+                        r.revision.as_deref().unwrap_or("-"),
+                        app.source.revision
+                    ),
+                ),
+                Some(r) => (r.sync.clone(), r.health.clone(), r.message.clone()),
+            };
+            all.push(Deployment {
+                app: app.name.clone(),
+                cluster: stored.cluster.clone(),
+                generation: stored.generation,
+                revision: app.source.revision.clone(),
+                blob: app.blob.digest.to_string(),
+                sync,
+                health,
+                message,
+            });
+        }
+    }
+    Ok(all)
+}
+
 async fn applications(state: &ApiState) -> Res {
     let store = state.hub.store();
-    let apps: Vec<Value> = store
-        .applications()
-        .await?
-        .into_iter()
-        .map(|a| application_json(&a))
-        .collect();
+    let mut by_app: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for deployment in deployments(state).await? {
+        by_app
+            .entry(deployment.app.clone())
+            .or_default()
+            .push(deployment.to_json());
+    }
+    let mut apps: Vec<Value> = Vec::new();
+    for app in store.applications().await? {
+        let mut value = application_json(&app);
+        value["clusters"] = Value::Array(by_app.remove(&app.name).unwrap_or_default());
+        apps.push(value);
+    }
+    // Applications an ApplicationSet generated, as the served states carry them.
+    let mut generated_by: BTreeMap<String, String> = BTreeMap::new();
+    for set in store.app_sets().await? {
+        for name in set.generated {
+            generated_by.insert(name, set.name.clone());
+        }
+    }
+    for (name, clusters) in by_app {
+        let project = "";
+        apps.push(json!({
+            "name": name,
+            "project": project,
+            "origin": "generated",
+            "generatedBy": generated_by.get(&name),
+            "clusters": clusters,
+        }));
+    }
     let sets: Vec<Value> = store
         .app_sets()
         .await?
@@ -233,20 +348,12 @@ async fn application(state: &ApiState, name: &str) -> Res {
         .filter(|s| s.generated.iter().any(|g| g == name))
         .map(|s| s.name)
         .collect();
-    let mut deployed = Vec::new();
-    for stored in store.latest_states().await? {
-        let Ok(state) = stored_payload(&stored) else {
-            continue;
-        };
-        if let Some(app) = state.app(name) {
-            deployed.push(json!({
-                "cluster": stored.cluster,
-                "generation": stored.generation,
-                "revision": app.source.revision,
-                "blob": app.blob.digest.to_string(),
-            }));
-        }
-    }
+    let deployed: Vec<Value> = deployments(state)
+        .await?
+        .iter()
+        .filter(|d| d.app == name)
+        .map(Deployment::to_json)
+        .collect();
     if declared.is_none() && generated_by.is_empty() && deployed.is_empty() {
         return Err(ApiError::not_found(format!(
             "application {name} is not known"
@@ -532,19 +639,70 @@ async fn clusters(state: &ApiState) -> Res {
         .into_iter()
         .map(|s| (s.cluster, s.generation))
         .collect();
+    let now = Timestamp::now();
+    let offline_after = state.agent.config.offline_after;
     let clusters: Vec<Value> = store
         .clusters()
         .await?
         .iter()
-        .map(|c| cluster_json(c, generations.get(&c.name).copied()))
+        .map(|c| cluster_json(c, generations.get(&c.name).copied(), now, offline_after))
         .collect();
     Ok(json(StatusCode::OK, &json!({"clusters": clusters})))
 }
 
-fn cluster_json(cluster: &ClusterRecord, generation: Option<u64>) -> Value {
+/// What a cluster is, in one word: `Revoked`, `Pending` (waits for approval), `Unregistered`
+/// (no agent yet), `Offline` (no report for `offline_after`), `Registered` (an agent has a
+/// certificate but has not reported), or `Online`.
+pub(crate) fn cluster_status(
+    cluster: &ClusterRecord,
+    now: Timestamp,
+    offline_after: std::time::Duration,
+) -> &'static str {
+    let registration = &cluster.registration;
+    if registration.revoked_at.is_some() {
+        return "Revoked";
+    }
+    if registration.cert_serials.is_empty() {
+        return if registration.require_approval && !registration.approved {
+            "Pending"
+        } else {
+            "Unregistered"
+        };
+    }
+    match cluster.last_seen {
+        None => "Registered",
+        Some(seen) => {
+            let silent = now.duration_since(seen);
+            if silent
+                > jiff::SignedDuration::try_from(offline_after).unwrap_or(jiff::SignedDuration::MAX)
+            {
+                "Offline"
+            } else {
+                "Online"
+            }
+        }
+    }
+}
+
+fn cluster_json(
+    cluster: &ClusterRecord,
+    generation: Option<u64>,
+    now: Timestamp,
+    offline_after: std::time::Duration,
+) -> Value {
+    let registration = &cluster.registration;
     json!({
         "name": cluster.name,
         "labels": cluster.labels,
+        "status": cluster_status(cluster, now, offline_after),
+        "requireApproval": registration.require_approval,
+        "approved": registration.approved,
+        "revoked": registration.revoked_at.is_some(),
+        "revokedAt": registration.revoked_at.map(|t| t.to_string()),
+        "registeredAt": registration.registered_at.map(|t| t.to_string()),
+        "certificateNotAfter": registration.cert_not_after.map(|t| t.to_string()),
+        "lastError": registration.last_error,
+        "lastErrorAt": registration.last_error_at.map(|t| t.to_string()),
         "server": cluster.server_url,
         "kubeVersion": cluster.kube_version,
         "agentVersion": cluster.agent_version,
@@ -603,7 +761,288 @@ async fn put_cluster(state: &ApiState, call: &Call) -> Res {
     } else {
         StatusCode::OK
     };
-    Ok(json(status, &cluster_json(&record, None)))
+    Ok(json(
+        status,
+        &cluster_json(
+            &record,
+            None,
+            Timestamp::now(),
+            state.agent.config.offline_after,
+        ),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TokenRequest {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// How long the token may be used: `1h`, `24h`, `7d`.
+    #[serde(default)]
+    ttl: Option<String>,
+    #[serde(default)]
+    require_approval: bool,
+}
+
+/// Longest a bootstrap token may live.
+const MAX_TOKEN_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 30);
+
+async fn create_token(state: &ApiState, name: &str, call: &Call) -> Res {
+    let request: TokenRequest = body(call)?;
+    if !valid_cluster_name(name) {
+        return Err(ApiError::bad_request(format!(
+            "cluster name {name:?} is not a DNS-1123 label"
+        )));
+    }
+    let ttl = match request.ttl.as_deref() {
+        None => jiff::SignedDuration::from_hours(24),
+        Some(text) => {
+            let ttl: jiff::SignedDuration = text.parse().map_err(|_| {
+                ApiError::bad_request(format!("ttl {text:?} is not a duration (like 1h or 24h)"))
+            })?;
+            if !ttl.is_positive() || ttl > MAX_TOKEN_TTL {
+                return Err(ApiError::bad_request(format!(
+                    "ttl {text:?} must be positive and at most 30 days"
+                )));
+            }
+            ttl
+        }
+    };
+    let store = state.hub.store();
+    let now = Timestamp::now();
+    let mut record = store
+        .cluster(name)
+        .await?
+        .unwrap_or_else(|| ClusterRecord::new(name, now));
+    if let Some(at) = record.registration.revoked_at {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "revoked",
+            format!("cluster {name} was revoked at {at}; a revoked name is not admitted again"),
+        ));
+    }
+    record.labels.extend(request.labels);
+    record.registration.require_approval |= request.require_approval;
+    store.put_cluster(&record).await?;
+    let token = crate::registration::new_token();
+    let expires_at = now + ttl;
+    store
+        .put_bootstrap_token(&crate::store::BootstrapToken {
+            hash: crate::registration::token_hash(&token),
+            cluster: name.to_owned(),
+            expires_at,
+            created_at: now,
+            created_by: ADMIN.to_owned(),
+            key_fingerprint: None,
+            used_at: None,
+        })
+        .await?;
+    store
+        .record_audit(&audit(
+            "create bootstrap token",
+            &format!("cluster {name}"),
+            json!({"expiresAt": expires_at.to_string(), "requireApproval": record.registration.require_approval}),
+        ))
+        .await?;
+    info!(cluster = name, expires_at = %expires_at, "bootstrap token created");
+    state.hub.trigger(Fetch::Missing, "api");
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"cluster": name, "token": token, "expiresAt": expires_at.to_string()}),
+    ))
+}
+
+/// A registered cluster, or 404 naming it.
+async fn known_cluster(state: &ApiState, name: &str) -> Result<ClusterRecord, ApiError> {
+    state
+        .hub
+        .store()
+        .cluster(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("cluster {name} is not registered")))
+}
+
+async fn approve(state: &ApiState, name: &str) -> Res {
+    let mut record = known_cluster(state, name).await?;
+    record.registration.approved = true;
+    let store = state.hub.store();
+    store.put_cluster(&record).await?;
+    store
+        .record_audit(&audit(
+            "approve cluster",
+            &format!("cluster {name}"),
+            json!({}),
+        ))
+        .await?;
+    info!(cluster = name, "cluster approved");
+    Ok(json(
+        StatusCode::OK,
+        &json!({"cluster": name, "approved": true}),
+    ))
+}
+
+async fn revoke(state: &ApiState, name: &str) -> Res {
+    let mut record = known_cluster(state, name).await?;
+    let now = Timestamp::now();
+    record.registration.revoked_at.get_or_insert(now);
+    let store = state.hub.store();
+    store.put_cluster(&record).await?;
+    store
+        .record_audit(&audit(
+            "revoke cluster",
+            &format!("cluster {name}"),
+            json!({}),
+        ))
+        .await?;
+    warn!(
+        cluster = name,
+        "cluster revoked: its agent is refused from its next request on"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &json!({"cluster": name, "revokedAt": record.registration.revoked_at.map(|t| t.to_string())}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelRequest {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// A Kubernetes label key: an optional DNS prefix and `/`, then a name of at most 63
+/// alphanumerics, `-`, `_` and `.`, starting and ending alphanumeric.
+fn valid_label_key(key: &str) -> bool {
+    let name = key.rsplit_once('/').map_or(key, |(_, name)| name);
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+async fn label(state: &ApiState, name: &str, call: &Call) -> Res {
+    let request: LabelRequest = body(call)?;
+    if let Some(bad) = request
+        .set
+        .keys()
+        .chain(request.remove.iter())
+        .find(|k| !valid_label_key(k))
+    {
+        return Err(ApiError::bad_request(format!(
+            "label key {bad:?} is not valid"
+        )));
+    }
+    let mut record = known_cluster(state, name).await?;
+    for key in &request.remove {
+        record.labels.remove(key);
+    }
+    record.labels.extend(request.set);
+    let store = state.hub.store();
+    store.put_cluster(&record).await?;
+    store
+        .record_audit(&audit(
+            "label cluster",
+            &format!("cluster {name}"),
+            json!({"labels": record.labels}),
+        ))
+        .await?;
+    state.hub.trigger(Fetch::Missing, "api");
+    Ok(json(
+        StatusCode::OK,
+        &json!({"cluster": name, "labels": record.labels}),
+    ))
+}
+
+/// The cluster's newest state and its blobs as a bundle file, for `flotilla-agent apply
+/// --bundle` behind an air gap.
+async fn bundle(state: &ApiState, name: &str) -> Res {
+    let store = state.hub.store();
+    let Some(stored) = store.latest_state(name).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_state",
+            format!("no state has been published for cluster {name} yet"),
+        ));
+    };
+    let payload = stored_payload(&stored)
+        .map_err(|e| ApiError::internal(format!("stored state unreadable: {e}")))?;
+    let mut blobs = Vec::new();
+    for app in &payload.apps {
+        let bytes = store
+            .blob(&app.blob.digest)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("blob of app {} is missing", app.name)))?;
+        blobs.push((app.name.clone(), bytes));
+    }
+    let refs: Vec<(&str, &[u8])> = blobs
+        .iter()
+        .map(|(app, bytes)| (app.as_str(), bytes.as_slice()))
+        .collect();
+    let tar = flotilla_shared::write_bundle(Vec::new(), &stored.envelope, &refs)
+        .map_err(|e| ApiError::internal(format!("write bundle: {e}")))?;
+    store
+        .record_audit(&audit(
+            "export bundle",
+            &format!("cluster {name}"),
+            json!({"generation": stored.generation}),
+        ))
+        .await?;
+    let mut response = Response::new(Full::new(Bytes::from(tar)));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-tar"),
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&format!(
+        "attachment; filename=\"{name}-{}.tar\"",
+        stored.generation
+    )) {
+        headers.insert(http::header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideRequest {
+    /// `oldest`, `from` (with `cluster`) or absent to serve normally again.
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    cluster: Option<String>,
+}
+
+/// Test hook: makes the agent API serve an older or another cluster's state. 404 unless the
+/// hub runs with `--enable-test-hooks`.
+async fn serve_override(state: &ApiState, call: &Call) -> Res {
+    use crate::agent_api::ServeOverride;
+    if !state.agent.config.test_hooks {
+        return Err(ApiError::not_found(
+            "test hooks are off (the hub runs without --enable-test-hooks)",
+        ));
+    }
+    let request: OverrideRequest = body(call)?;
+    let value = match (request.mode.as_deref(), request.cluster) {
+        (None, _) => None,
+        (Some("oldest"), _) => Some(ServeOverride::Oldest),
+        (Some("from"), Some(cluster)) => Some(ServeOverride::From(cluster)),
+        (Some(other), _) => {
+            return Err(ApiError::bad_request(format!(
+                "mode {other:?}: expected oldest, or from with a cluster"
+            )));
+        }
+    };
+    state.agent.set_serve_override(value.clone());
+    Ok(json(
+        StatusCode::OK,
+        &json!({"override": format!("{value:?}")}),
+    ))
 }
 
 async fn cluster_state(state: &ApiState, name: &str) -> Res {

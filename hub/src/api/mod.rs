@@ -34,6 +34,10 @@ use openapi::{ROUTES, Route};
 /// What every request handler may use.
 pub struct ApiState {
     pub hub: Arc<Hub>,
+    /// The agent API, for what the human API shows of it (its URL, CA) and the test hook.
+    pub agent: Arc<crate::agent_api::AgentApi>,
+    /// PEM of the public keys agents must trust (the hub's signing key).
+    pub trusted_keys: Vec<String>,
     /// SHA-256 of the admin token.
     pub admin_token_hash: [u8; 32],
     pub webhook_secret: Option<SecretString>,

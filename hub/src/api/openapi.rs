@@ -33,6 +33,13 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/clusters", true),
     route(Method::POST, "/api/v1/clusters", true),
     route(Method::GET, "/api/v1/clusters/{name}/state", true),
+    route(Method::POST, "/api/v1/clusters/{name}/tokens", true),
+    route(Method::POST, "/api/v1/clusters/{name}/approve", true),
+    route(Method::POST, "/api/v1/clusters/{name}/revoke", true),
+    route(Method::POST, "/api/v1/clusters/{name}/labels", true),
+    route(Method::GET, "/api/v1/clusters/{name}/bundle", true),
+    route(Method::GET, "/api/v1/agent-api", true),
+    route(Method::PUT, "/api/v1/test/serve-override", true),
     route(Method::GET, "/api/v1/repositories", true),
     route(Method::PUT, "/api/v1/repositories", true),
     route(Method::DELETE, "/api/v1/repositories", true),
@@ -136,8 +143,41 @@ pub fn document() -> Value {
             },
             "/api/v1/clusters/{name}/state": {"get": {
                 "summary": "the cluster's current signed ClusterState: the DSSE envelope and its decoded payload",
-                "parameters": [cluster],
+                "parameters": [cluster.clone()],
                 "responses": ok("the state", json!({}))
+            }},
+            "/api/v1/clusters/{name}/tokens": {"post": {
+                "summary": "make a single-use bootstrap token for the cluster's agent (created if new); the token is shown once",
+                "parameters": [cluster.clone()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenRequest"}}}},
+                "responses": ok("the token", json!({"201": {"description": "token made"}, "409": {"$ref": "#/components/responses/Error"}}))
+            }},
+            "/api/v1/clusters/{name}/approve": {"post": {
+                "summary": "approve a cluster that registers with requireApproval",
+                "parameters": [cluster.clone()],
+                "responses": ok("approved", json!({}))
+            }},
+            "/api/v1/clusters/{name}/revoke": {"post": {
+                "summary": "revoke a cluster: its agent is refused from its next request on",
+                "parameters": [cluster.clone()],
+                "responses": ok("revoked", json!({}))
+            }},
+            "/api/v1/clusters/{name}/labels": {"post": {
+                "summary": "set and remove cluster labels",
+                "parameters": [cluster.clone()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LabelRequest"}}}},
+                "responses": ok("the labels", json!({}))
+            }},
+            "/api/v1/clusters/{name}/bundle": {"get": {
+                "summary": "the cluster's newest state and blobs as a bundle file (OCI image layout tar) for flotilla-agent apply --bundle",
+                "parameters": [cluster.clone()],
+                "responses": {"200": {"description": "the bundle", "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+            }},
+            "/api/v1/agent-api": {"get": {"summary": "what an agent needs to reach this hub: the agent API URL, the hub CA and the keys to trust", "responses": ok("the agent API", json!({}))}},
+            "/api/v1/test/serve-override": {"put": {
+                "summary": "test hook: serve agents an older or another cluster's state; 404 unless the hub runs with --enable-test-hooks",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": ok("set", json!({}))
             }},
             "/api/v1/repositories": {
                 "get": {"summary": "registered repositories (credentials are never shown, only whether there are some)", "responses": ok("repositories", json!({}))},
@@ -173,6 +213,15 @@ pub fn document() -> Value {
                 }}},
                 "PinRequest": {"type": "object", "additionalProperties": false, "required": ["revision"], "properties": {
                     "revision": {"type": "string"}, "cluster": {"type": "string"}
+                }},
+                "TokenRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "ttl": {"type": "string", "description": "how long the token may be used, like 1h or 24h (default 24h, at most 30 days)"},
+                    "requireApproval": {"type": "boolean", "description": "the agent gets a certificate only after POST .../approve"}
+                }},
+                "LabelRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "set": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "remove": {"type": "array", "items": {"type": "string"}}
                 }},
                 "RepositoryRequest": {"type": "object", "additionalProperties": false, "required": ["url"], "properties": {
                     "url": {"type": "string", "description": "https://…, ssh://… or git@host:path, or a local path"},

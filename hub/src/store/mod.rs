@@ -95,6 +95,42 @@ pub struct ClusterRecord {
     pub agent_version: Option<String>,
     pub last_seen: Option<Timestamp>,
     pub created_at: Timestamp,
+    pub registration: Registration,
+}
+
+/// How a cluster's agent is admitted: approval, revocation and what was issued to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Its agent gets a certificate only once an administrator approved it.
+    pub require_approval: bool,
+    pub approved: bool,
+    /// Revoked clusters are refused on every route from then on.
+    pub revoked_at: Option<Timestamp>,
+    /// SHA-256 (hex) of the registered agent key's SubjectPublicKeyInfo.
+    pub key_fingerprint: Option<String>,
+    /// Serials (hex) of the certificates the hub accepts, newest first: the current one and
+    /// the one it replaced (still valid while a renewal's answer is on its way).
+    pub cert_serials: Vec<String>,
+    pub cert_not_after: Option<Timestamp>,
+    pub registered_at: Option<Timestamp>,
+    /// Why the agent was last refused, and when.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+}
+
+/// A bootstrap token as stored: its hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    /// SHA-256 (hex) of the token.
+    pub hash: String,
+    pub cluster: String,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    /// The key that claimed it.
+    pub key_fingerprint: Option<String>,
+    /// When a certificate was first issued with it.
+    pub used_at: Option<Timestamp>,
 }
 
 impl ClusterRecord {
@@ -109,6 +145,7 @@ impl ClusterRecord {
             agent_version: None,
             last_seen: None,
             created_at,
+            registration: Registration::default(),
         }
     }
 }
@@ -333,6 +370,22 @@ pub trait Store: Send + Sync {
     fn clusters(&self) -> impl Future<Output = Res<Vec<ClusterRecord>>> + Send;
     fn delete_cluster(&self, name: &str) -> impl Future<Output = Res<bool>> + Send;
 
+    // Bootstrap tokens.
+    fn put_bootstrap_token(&self, token: &BootstrapToken) -> impl Future<Output = Res<()>> + Send;
+    fn bootstrap_token(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Res<Option<BootstrapToken>>> + Send;
+    /// Claims a token for a key: true when it was unclaimed or claimed by the same key
+    /// (atomic, so two keys racing for one token cannot both win). `used_at` is set on
+    /// the first claim that issues a certificate.
+    fn claim_bootstrap_token(
+        &self,
+        hash: &str,
+        key_fingerprint: &str,
+        issued_at: Option<Timestamp>,
+    ) -> impl Future<Output = Res<bool>> + Send;
+
     // Repositories.
     /// Inserts or replaces a repository; `credentials` are sealed before they are written
     /// (`None` removes them).
@@ -406,6 +459,8 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Res<Option<Vec<u8>>>> + Send;
     /// The newest state of a cluster: the one served.
     fn latest_state(&self, cluster: &str) -> impl Future<Output = Res<Option<StoredState>>> + Send;
+    /// Every retained state of a cluster, newest first.
+    fn cluster_states(&self, cluster: &str) -> impl Future<Output = Res<Vec<StoredState>>> + Send;
     /// The newest state of every cluster that has one.
     fn latest_states(&self) -> impl Future<Output = Res<Vec<StoredState>>> + Send;
     /// Stores a state, its blob references and its history entries in one transaction;

@@ -23,10 +23,10 @@ use sqlx::sqlite::{
 use tracing::instrument;
 
 use super::{
-    AppSetRecord, AppStatus, ApplicationRecord, AuditEntry, BlobBytes, ClusterRecord,
-    CredentialKey, Credentials, HistoryEntry, NewState, ObjectStatus, Origin, Pin, Problem,
-    ProjectRecord, RepositoryRecord, Retention, StatusHistoryEntry, StatusReport, Store,
-    StoreError, StoredState,
+    AppSetRecord, AppStatus, ApplicationRecord, AuditEntry, BlobBytes, BootstrapToken,
+    ClusterRecord, CredentialKey, Credentials, HistoryEntry, NewState, ObjectStatus, Origin, Pin,
+    Problem, ProjectRecord, Registration, RepositoryRecord, Retention, StatusHistoryEntry,
+    StatusReport, Store, StoreError, StoredState,
 };
 use crate::failpoint::{self, Failpoints};
 
@@ -66,6 +66,14 @@ fn from_ms(
     ms: i64,
 ) -> Result<Timestamp, StoreError> {
     Timestamp::from_millisecond(ms).map_err(|e| corrupt(operation, column, e))
+}
+
+fn opt_ms(
+    operation: &'static str,
+    column: &'static str,
+    ms: Option<i64>,
+) -> Result<Option<Timestamp>, StoreError> {
+    ms.map(|ms| from_ms(operation, column, ms)).transpose()
 }
 
 fn to_i64(operation: &'static str, column: &'static str, n: u64) -> Result<i64, StoreError> {
@@ -169,6 +177,21 @@ impl SqliteStore {
                 .map(|t| from_ms(OP, "last_seen", t))
                 .transpose()?,
             created_at: from_ms(OP, "created_at", get(row, OP, "created_at")?)?,
+            registration: Registration {
+                require_approval: get(row, OP, "require_approval")?,
+                approved: get(row, OP, "approved")?,
+                revoked_at: opt_ms(OP, "revoked_at", get(row, OP, "revoked_at")?)?,
+                key_fingerprint: get(row, OP, "key_fingerprint")?,
+                cert_serials: from_json(
+                    OP,
+                    "cert_serials",
+                    &get::<String>(row, OP, "cert_serials")?,
+                )?,
+                cert_not_after: opt_ms(OP, "cert_not_after", get(row, OP, "cert_not_after")?)?,
+                registered_at: opt_ms(OP, "registered_at", get(row, OP, "registered_at")?)?,
+                last_error: get(row, OP, "last_error")?,
+                last_error_at: opt_ms(OP, "last_error_at", get(row, OP, "last_error_at")?)?,
+            },
         })
     }
 
@@ -261,14 +284,22 @@ async fn insert_audit(
 
 impl Store for SqliteStore {
     async fn put_cluster(&self, c: &ClusterRecord) -> Result<(), StoreError> {
+        let r = &c.registration;
         sqlx::query(
             "INSERT INTO clusters (name, labels, annotations, server_url, kube_version, api_versions,
-                                   agent_version, last_seen, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   agent_version, last_seen, created_at, require_approval, approved,
+                                   revoked_at, key_fingerprint, cert_serials, cert_not_after,
+                                   registered_at, last_error, last_error_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT (name) DO UPDATE SET labels = excluded.labels,
                  annotations = excluded.annotations, server_url = excluded.server_url,
                  kube_version = excluded.kube_version, api_versions = excluded.api_versions,
-                 agent_version = excluded.agent_version, last_seen = excluded.last_seen",
+                 agent_version = excluded.agent_version, last_seen = excluded.last_seen,
+                 require_approval = excluded.require_approval, approved = excluded.approved,
+                 revoked_at = excluded.revoked_at, key_fingerprint = excluded.key_fingerprint,
+                 cert_serials = excluded.cert_serials, cert_not_after = excluded.cert_not_after,
+                 registered_at = excluded.registered_at, last_error = excluded.last_error,
+                 last_error_at = excluded.last_error_at",
         )
         .bind(&c.name)
         .bind(json_text(&c.labels))
@@ -279,6 +310,15 @@ impl Store for SqliteStore {
         .bind(&c.agent_version)
         .bind(c.last_seen.map(ms))
         .bind(ms(c.created_at))
+        .bind(r.require_approval)
+        .bind(r.approved)
+        .bind(r.revoked_at.map(ms))
+        .bind(&r.key_fingerprint)
+        .bind(json_text(&r.cert_serials))
+        .bind(r.cert_not_after.map(ms))
+        .bind(r.registered_at.map(ms))
+        .bind(&r.last_error)
+        .bind(r.last_error_at.map(ms))
         .execute(&self.pool)
         .await
         .map_err(query("write cluster"))?;
@@ -436,6 +476,66 @@ impl Store for SqliteStore {
             .await
             .map_err(query("delete application"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_bootstrap_token(&self, token: &BootstrapToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bootstrap_tokens (token_hash, cluster, expires_at, created_at, created_by,
+                                           key_fingerprint, used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&token.hash)
+        .bind(&token.cluster)
+        .bind(ms(token.expires_at))
+        .bind(ms(token.created_at))
+        .bind(&token.created_by)
+        .bind(&token.key_fingerprint)
+        .bind(token.used_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(query("write bootstrap token"))?;
+        Ok(())
+    }
+
+    async fn bootstrap_token(&self, hash: &str) -> Result<Option<BootstrapToken>, StoreError> {
+        const OP: &str = "read bootstrap token";
+        let Some(row) = sqlx::query("SELECT * FROM bootstrap_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query(OP))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(BootstrapToken {
+            hash: get(&row, OP, "token_hash")?,
+            cluster: get(&row, OP, "cluster")?,
+            expires_at: from_ms(OP, "expires_at", get(&row, OP, "expires_at")?)?,
+            created_at: from_ms(OP, "created_at", get(&row, OP, "created_at")?)?,
+            created_by: get(&row, OP, "created_by")?,
+            key_fingerprint: get(&row, OP, "key_fingerprint")?,
+            used_at: opt_ms(OP, "used_at", get(&row, OP, "used_at")?)?,
+        }))
+    }
+
+    async fn claim_bootstrap_token(
+        &self,
+        hash: &str,
+        key_fingerprint: &str,
+        issued_at: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE bootstrap_tokens SET key_fingerprint = $2,
+                 used_at = COALESCE(used_at, $3)
+             WHERE token_hash = $1 AND (key_fingerprint IS NULL OR key_fingerprint = $2)",
+        )
+        .bind(hash)
+        .bind(key_fingerprint)
+        .bind(issued_at.map(ms))
+        .execute(&self.pool)
+        .await
+        .map_err(query("claim bootstrap token"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn put_project(&self, project: &ProjectRecord) -> Result<(), StoreError> {
@@ -702,6 +802,17 @@ impl Store for SqliteStore {
         .as_ref()
         .map(Self::state_row)
         .transpose()
+    }
+
+    async fn cluster_states(&self, cluster: &str) -> Result<Vec<StoredState>, StoreError> {
+        sqlx::query("SELECT * FROM cluster_states WHERE cluster = $1 ORDER BY generation DESC")
+            .bind(cluster)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("list cluster states"))?
+            .iter()
+            .map(Self::state_row)
+            .collect()
     }
 
     async fn latest_states(&self) -> Result<Vec<StoredState>, StoreError> {

@@ -48,6 +48,8 @@ pub fn init(data_dir: &Path) -> String {
 pub struct Serve {
     pub child: Child,
     pub base: String,
+    /// `https://ADDR` of the agent API.
+    pub agent_base: String,
     pub token: String,
     /// The hub's stderr: its log at TRACE.
     pub stderr: PathBuf,
@@ -82,7 +84,7 @@ pub fn start(
     let mut child = hub()
         .args(["serve", "--data-dir"])
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0"])
         .args(args)
         // Only webhooks fetch, unless a test's own --poll-interval says otherwise.
         .env("FLOTILLA_HUB_POLL_INTERVAL", "1h")
@@ -96,15 +98,19 @@ pub fn start(
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut agent = String::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("agent API listening on ") {
+                agent = addr.to_owned();
+            }
             if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ignored = tx.send(addr.to_owned());
+                let _ignored = tx.send((addr.to_owned(), agent.clone()));
             }
         }
     });
-    let base = match rx.recv_timeout(DEADLINE) {
-        Ok(base) => base,
+    let (base, agent_base) = match rx.recv_timeout(DEADLINE) {
+        Ok(addresses) => addresses,
         Err(_) => {
             let _ignored = child.kill();
             let _ignored = child.wait();
@@ -114,6 +120,7 @@ pub fn start(
     Serve {
         child,
         base,
+        agent_base,
         token,
         stderr,
         client: reqwest::Client::new(),
