@@ -395,6 +395,15 @@ async fn agents_register_poll_report_and_are_refused_for_clear_reasons() {
     assert_eq!(duplicate.json(), json!({"recorded": false, "lastSeq": 1}));
     let second = send(post(2)).await.expect("answer");
     assert_eq!(second.json(), json!({"recorded": true, "lastSeq": 2}));
+    let reports = hub.admin("GET", "/api/v1/clusters/east/status", None).await;
+    let seqs: Vec<u64> = reports.body["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .filter_map(|r| r["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, [2, 1], "each report once, newest first");
+    assert_eq!(reports.body["apps"][0]["objects"][0]["state"], "Current");
     let info = cluster_info(&hub, "east").await;
     assert_eq!(
         (&info["status"], &info["agentVersion"], &info["server"]),

@@ -46,6 +46,9 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
         ("POST", "/api/v1/clusters/{name}/revoke") => revoke(state, param(0)).await,
         ("POST", "/api/v1/clusters/{name}/labels") => label(state, param(0), &call).await,
         ("GET", "/api/v1/clusters/{name}/bundle") => bundle(state, param(0)).await,
+        ("GET", "/api/v1/clusters/{name}/status") => {
+            cluster_status_reports(state, param(0), &call).await
+        }
         ("GET", "/api/v1/agent-api") => Ok(json(
             StatusCode::OK,
             &json!({
@@ -849,6 +852,59 @@ async fn create_token(state: &ApiState, name: &str, call: &Call) -> Res {
     Ok(json(
         StatusCode::CREATED,
         &json!({"cluster": name, "token": token, "expiresAt": expires_at.to_string()}),
+    ))
+}
+
+/// What the cluster's agent reported: the latest status per application and object, and
+/// the newest reports (sequence number, time, reason, phase).
+async fn cluster_status_reports(state: &ApiState, name: &str, call: &Call) -> Res {
+    let limit = match query_params(call, &["limit"])?.remove("limit") {
+        None => 20,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit {text:?}: expected 1 to 1000")))?,
+    };
+    known_cluster(state, name).await?;
+    let store = state.hub.store();
+    let apps: Vec<Value> = store
+        .app_statuses(name)
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({
+                "app": a.app,
+                "generation": a.generation,
+                "revision": a.revision,
+                "sync": a.sync,
+                "health": a.health,
+                "message": a.message,
+                "objects": a.objects.iter().map(|o| json!({
+                    "object": o.object, "state": o.state, "message": o.message
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let reports: Vec<Value> = store
+        .status_history(name, limit)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "receivedAt": r.received_at.to_string(),
+                "reason": r.report["reason"],
+                "phase": r.report["state"]["phase"],
+                "generation": r.report["state"]["generation"],
+                "message": r.report["state"]["message"],
+                "holder": r.report["agent"]["holder"],
+            })
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &json!({"cluster": name, "apps": apps, "reports": reports}),
     ))
 }
 

@@ -38,6 +38,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/api/v1/clusters/{name}/revoke", true),
     route(Method::POST, "/api/v1/clusters/{name}/labels", true),
     route(Method::GET, "/api/v1/clusters/{name}/bundle", true),
+    route(Method::GET, "/api/v1/clusters/{name}/status", true),
     route(Method::GET, "/api/v1/agent-api", true),
     route(Method::PUT, "/api/v1/test/serve-override", true),
     route(Method::GET, "/api/v1/repositories", true),
@@ -172,6 +173,11 @@ pub fn document() -> Value {
                 "summary": "the cluster's newest state and blobs as a bundle file (OCI image layout tar) for flotilla-agent apply --bundle",
                 "parameters": [cluster.clone()],
                 "responses": {"200": {"description": "the bundle", "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}, "404": {"$ref": "#/components/responses/Error"}}
+            }},
+            "/api/v1/clusters/{name}/status": {"get": {
+                "summary": "what the cluster's agent reported: latest status per application and object, and the newest reports (newest first)",
+                "parameters": [cluster.clone(), {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": ok("the status", json!({}))
             }},
             "/api/v1/agent-api": {"get": {"summary": "what an agent needs to reach this hub: the agent API URL, the hub CA and the keys to trust", "responses": ok("the agent API", json!({}))}},
             "/api/v1/test/serve-override": {"put": {
