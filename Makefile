@@ -30,6 +30,7 @@ unit: tools ## unit, property and interoperability tests (no cluster)
 	eval "$$($(CLUSTER) env)" && $(CARGO) test --workspace --exclude flotilla-e2e
 
 e2e: tools ## end-to-end tests against a harness cluster started and stopped here
+	$(CARGO) build --workspace --bins
 	eval "$$($(CLUSTER) env)" && e2e/with-cluster $(CARGO) test --workspace --test e2e -- --test-threads=$(E2E_THREADS)
 
 lint: fmt-check clippy deny ## format check, clippy and cargo-deny

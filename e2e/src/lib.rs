@@ -112,6 +112,47 @@ impl Cluster {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// Writes a kubeconfig for ServiceAccount `namespace/account` (which must exist) with a
+    /// fresh token from the TokenRequest API, valid for `seconds`: what a process started by
+    /// a test uses to act as that account.
+    pub async fn write_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+        seconds: i64,
+        path: &Path,
+    ) -> anyhow::Result<()> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: kube::Api<ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(seconds),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(account, &kube::api::PostParams::default(), &request)
+            .await
+            .with_context(|| format!("request a token for {namespace}/{account}"))?
+            .status
+            .context("token request has no status")?
+            .token;
+        let mut kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("read kubeconfig {}", self.kubeconfig.display()))?;
+        for named in &mut kubeconfig.auth_infos {
+            named.auth_info = Some(kube::config::AuthInfo {
+                token: Some(token.clone().into()),
+                ..Default::default()
+            });
+        }
+        let yaml = serde_json::to_string(&kubeconfig).context("serialize kubeconfig")?;
+        std::fs::write(path, yaml).with_context(|| format!("write {}", path.display()))?;
+        Ok(())
+    }
+
     /// The path of the apiserver's audit log, which records every mutating request.
     pub fn audit_log(&self) -> PathBuf {
         self.kubeconfig.with_file_name("audit.log")
@@ -195,6 +236,36 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A binary of this workspace (`flotilla-hub`, `flotilla-agent`, `flotilla`), built by the
+/// same `cargo test` run next to the test binary (`target/<profile>/`); built on demand
+/// with `cargo build` when it is not there (a filtered `cargo test --test e2e`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().context("locate the test binary")?;
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary lies in target/<profile>/deps")?;
+    let path = dir.join(name);
+    let _guard = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.is_file() {
+        let package = match name {
+            "flotilla" => "flotilla-cli",
+            other => other,
+        };
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["build", "-p", package, "--bin", name])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")))
+            .status()
+            .with_context(|| format!("cargo build --bin {name}"))?;
+        if !status.success() || !path.is_file() {
+            bail!("could not build {name} (expected at {})", path.display());
+        }
+    }
+    Ok(path)
 }
 
 /// The harness script, `e2e/cluster`.
