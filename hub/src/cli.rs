@@ -76,6 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Version => {
             println!("flotilla-hub {}", env!("CARGO_PKG_VERSION"));
         }
+        Command::Init(args) if args.if_missing && init::initialized(&args.data_dir) => {
+            println!(
+                "hub data directory {} is already initialized; nothing to do",
+                args.data_dir.display()
+            );
+        }
         Command::Init(args) => {
             let created = init::init(&args)?;
             print!("{}", created.report());

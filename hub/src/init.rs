@@ -31,6 +31,15 @@ pub struct InitArgs {
     /// The data directory to create (refused when it exists and is not empty).
     #[arg(long, env = "FLOTILLA_HUB_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Do nothing, successfully, when the data directory is already initialized (for an
+    /// init container that runs on every start).
+    #[arg(long)]
+    pub if_missing: bool,
+}
+
+/// Whether `dir` holds an initialized hub (its database and signing key).
+pub fn initialized(dir: &Path) -> bool {
+    dir.join(DATABASE_FILE).is_file() && dir.join(keygen::PRIVATE_KEY_FILE).is_file()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +224,7 @@ mod tests {
         let data = dir.path().join("data");
         let args = InitArgs {
             data_dir: data.clone(),
+            if_missing: false,
         };
         let created = init(&args).expect("init");
         let token = created.admin_token.expose_secret().to_owned();
@@ -244,5 +254,7 @@ mod tests {
         }
         let err = init(&args).expect_err("exists");
         assert!(matches!(err, InitError::Exists(_)), "{err}");
+        assert!(initialized(&data), "what --if-missing checks");
+        assert!(!initialized(dir.path()));
     }
 }

@@ -676,6 +676,7 @@ mod tests {
         let data = dir.path().join("data");
         crate::init::init(&crate::init::InitArgs {
             data_dir: data.clone(),
+            if_missing: false,
         })
         .expect("init");
         let ca = HubCa::load(&data).expect("load");
