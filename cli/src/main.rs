@@ -1,24 +1,37 @@
-//! `flotilla`: the user's command line for the Flotilla hub.
+//! `flotilla`: the user's command line over the hub's human API. Parses the arguments, runs
+//! one command, prints its report and exits with the documented code (`args::EXIT_CODES`).
 
-use clap::{Parser, Subcommand};
+mod args;
+mod client;
+mod commands;
+mod config;
+mod output;
 
-/// Flotilla: GitOps continuous delivery for fleets of Kubernetes clusters.
-#[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about, long_about = None)]
-struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
+use std::io::Write as _;
+use std::process::ExitCode;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the version of this command line.
-    Version,
-}
+use clap::Parser as _;
 
-fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
-        Command::Version => println!("flotilla {}", env!("CARGO_PKG_VERSION")),
+fn main() -> ExitCode {
+    let args = args::Args::parse();
+    match commands::run(args) {
+        Ok(report) => {
+            let _ignored = std::io::stderr().write_all(report.stderr.as_bytes());
+            match std::io::stdout().write_all(report.stdout.as_bytes()) {
+                // A closed pipe (`flotilla app list | head`) is the reader's choice.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: write standard output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {}", flotilla_shared::error_chain::one_line(&error));
+            if let Some(hint) = error.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(error.exit_code())
+        }
     }
-    Ok(())
 }

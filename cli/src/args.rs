@@ -1,0 +1,481 @@
+//! The command line's surface: one clap [`Args`], the global flags (each with an environment
+//! variable), and the parsers of label, duration and URL arguments. Pure: it parses, and
+//! reads no file and no network.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Token;
+use crate::output::Format;
+
+/// The exit codes, as the top-level `--help` and the README list them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the hub refused or failed the request, or a file or network error
+  2  usage error: unknown command or flag, missing or malformed argument
+  3  not logged in, or the hub refused the token (HTTP 401/403)
+  4  not found: the hub does not know the cluster or application named (HTTP 404)";
+
+const LOGIN_HELP: &str = "\
+Checks the token with GET /api/v1/clusters, then stores the hub's URL and the token as a \
+context of the config file and makes it the current context. The token is never printed.
+
+The config file is --config or $FLOTILLA_CONFIG, else $XDG_CONFIG_HOME/flotilla/config.json, \
+else ~/.config/flotilla/config.json; it is written with mode 0600 (its directory, when \
+created, 0700). The context is named --context, else after the hub's host and port.
+
+The token comes from --token-file FILE (`-` reads standard input), $FLOTILLA_TOKEN or \
+--token; prefer the first two, since a flag shows in the process list. Without --hub or \
+$FLOTILLA_HUB, the context's hub is kept and only its token replaced.";
+
+/// Flotilla: GitOps continuous delivery for fleets of Kubernetes clusters.
+///
+/// Every command but `login` and `version` talks to the hub of the current context (see
+/// `flotilla login --help`); --hub, --token and --context override it for one call.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about, after_help = EXIT_CODES)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after its name.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// The hub's URL, e.g. https://flotilla.example.com (overrides the context's).
+    #[arg(long, global = true, env = "FLOTILLA_HUB", value_name = "URL", value_parser = parse_hub_url)]
+    pub hub: Option<String>,
+    /// The hub's admin API token (overrides the context's); prefer --token-file or
+    /// FLOTILLA_TOKEN, since a flag shows in the process list.
+    #[arg(long, global = true, value_name = "TOKEN", value_parser = parse_token, conflicts_with = "token_file")]
+    pub token: Option<Token>,
+    /// Read the token from FILE (`-`: standard input); FLOTILLA_TOKEN_FILE, if set, is read
+    /// after FLOTILLA_TOKEN.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The token from the environment: flags win over it, so it is an argument of its own.
+    #[arg(
+        long = "token-from-env",
+        env = "FLOTILLA_TOKEN",
+        hide = true,
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
+    pub token_env: Option<Token>,
+    /// The token file from the environment, used when no other token is given.
+    #[arg(long = "token-file-from-env", env = "FLOTILLA_TOKEN_FILE", hide = true)]
+    pub token_file_env: Option<PathBuf>,
+    /// The context of the config file to use (default: the current context); with `login`,
+    /// the context to store.
+    #[arg(long, global = true, env = "FLOTILLA_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// The config file (default: $XDG_CONFIG_HOME/flotilla/config.json, else
+    /// ~/.config/flotilla/config.json).
+    #[arg(long, global = true, env = "FLOTILLA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        env = "FLOTILLA_OUTPUT",
+        value_enum,
+        default_value_t = Format::Table
+    )]
+    pub output: Format,
+    /// How long one request to the hub may take (like 30s or 5m).
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
+    /// Where the XDG base directory specification puts config files.
+    #[arg(long, env = "XDG_CONFIG_HOME", hide = true)]
+    pub xdg_config_home: Option<PathBuf>,
+    /// The user's home directory.
+    #[arg(long, env = "HOME", hide = true)]
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a hub URL and admin token, and store them as the current context.
+    #[command(long_about = LOGIN_HELP)]
+    Login,
+    /// Bootstrap tokens, approval, revocation and labels of clusters.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Store Applications, ApplicationSets and AppProjects (argoproj.io/v1alpha1) from YAML or
+    /// JSON files in the hub.
+    ///
+    /// All files go to the hub in one request, in the order given (a directory's files sorted
+    /// by name), and are stored all or nothing; when the hub names a failing "document N", N
+    /// counts the YAML documents of that request from 0. Warnings (unsupported fields) go to
+    /// standard error.
+    Apply(ApplyArgs),
+    /// Applications and where they run.
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Bundle files: a cluster's signed state for the air gap.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Print the version of this command line.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Bootstrap tokens, with which an agent registers its cluster.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// List registered clusters: status, labels, agent and Kubernetes versions, last contact,
+    /// served generation and the last error.
+    List,
+    /// Approve a cluster that registered with a token requiring approval.
+    Approve {
+        /// The cluster's name.
+        name: String,
+    },
+    /// Revoke a cluster: the hub refuses its certificate from now on.
+    Revoke {
+        /// The cluster's name.
+        name: String,
+    },
+    /// Set labels (KEY=VALUE) and remove them (KEY-), like kubectl label.
+    Label {
+        /// The cluster's name.
+        name: String,
+        /// KEY=VALUE sets a label, KEY- removes it.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = parse_label_change)]
+        changes: Vec<LabelChange>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a single-use bootstrap token for a cluster, and print it once with a ready
+    /// `helm install` command for the agent.
+    ///
+    /// The command's hub-ca.crt and signing.pub are the hub's agent API CA certificate and
+    /// trusted signing keys (GET /api/v1/agent-api); --write-files DIR writes them.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenCreateArgs {
+    /// The cluster's name (a DNS label, like prod-east).
+    pub name: String,
+    /// A label the cluster gets when it registers (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// How long the token stays valid (like 30m, 24h or 72h).
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: String,
+    /// The cluster waits for `flotilla cluster approve` after it registers.
+    #[arg(long)]
+    pub require_approval: bool,
+    /// Write hub-ca.crt and signing.pub into DIR (created if missing) for the helm command.
+    #[arg(long, value_name = "DIR")]
+    pub write_files: Option<PathBuf>,
+    /// The agent's Helm chart, as `helm install` takes it (a path or an oci:// reference).
+    #[arg(
+        long,
+        env = "FLOTILLA_AGENT_CHART",
+        default_value = "charts/flotilla-agent",
+        value_name = "CHART"
+    )]
+    pub chart: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// A YAML or JSON file of one or more documents, `-` for standard input, or a directory
+    /// (its *.yaml, *.yml and *.json files, not recursive). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// List applications: one row per application and cluster, with sync and health status
+    /// and the deployed revision.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Download a cluster's signed state as a bundle file, verified against the hub's trusted
+    /// keys, for `flotilla-agent apply --bundle FILE`.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The cluster whose state to export.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// The bundle file to write (atomically: a temporary file, then a rename).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// One argument of `cluster label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelChange {
+    Set(String, String),
+    Remove(String),
+}
+
+/// A label key as the command line accepts it; the hub checks the Kubernetes syntax.
+fn check_key(key: &str, arg: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!("label {arg:?} has an empty key"));
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("label key {key:?} contains whitespace"));
+    }
+    Ok(())
+}
+
+/// `KEY=VALUE`.
+pub fn parse_label(arg: &str) -> Result<(String, String), String> {
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("label {arg:?} is not KEY=VALUE"))?;
+    check_key(key, arg)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// `KEY=VALUE` sets, `KEY-` removes.
+pub fn parse_label_change(arg: &str) -> Result<LabelChange, String> {
+    if arg.contains('=') {
+        let (key, value) = parse_label(arg)?;
+        return Ok(LabelChange::Set(key, value));
+    }
+    match arg.strip_suffix('-') {
+        Some(key) => {
+            check_key(key, arg)?;
+            Ok(LabelChange::Remove(key.to_owned()))
+        }
+        None => Err(format!("{arg:?} is neither KEY=VALUE nor KEY-")),
+    }
+}
+
+fn parse_positive(arg: &str) -> Result<Duration, String> {
+    let parsed: jiff::SignedDuration = arg
+        .trim()
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a duration (like 30s, 5m or 24h)"))?;
+    Duration::try_from(parsed)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{arg:?} is not a positive duration"))
+}
+
+/// A token lifetime: checked here, sent to the hub as written.
+pub fn parse_ttl(arg: &str) -> Result<String, String> {
+    parse_positive(arg).map(|_| arg.trim().to_owned())
+}
+
+fn parse_timeout(arg: &str) -> Result<Duration, String> {
+    parse_positive(arg)
+}
+
+fn parse_token(arg: &str) -> Result<Token, String> {
+    Token::new(arg).ok_or_else(|| "the token is empty".to_owned())
+}
+
+/// The hub's URL: http or https, a host, no user or password, no query; kept as given
+/// without a trailing slash.
+pub fn parse_hub_url(arg: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(arg.trim())
+        .map_err(|e| format!("hub URL {arg:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("hub URL {arg:?} is not http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("hub URL {arg:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Never echo the URL: it carries a credential.
+        return Err("the hub URL must not carry a user or password: use a token".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("hub URL {arg:?} must not have a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn label_changes() {
+        let check = |arg: &str, expected: Result<LabelChange, &str>| {
+            let got = parse_label_change(arg);
+            match (&got, &expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{arg}"),
+                (Err(got), Err(expected)) => assert!(got.contains(expected), "{arg}: {got}"),
+                _ => panic!("{arg}: got {got:?}, expected {expected:?}"),
+            }
+        };
+        let set = |k: &str, v: &str| Ok(LabelChange::Set(k.to_owned(), v.to_owned()));
+        let remove = |k: &str| Ok(LabelChange::Remove(k.to_owned()));
+        check("env=prod", set("env", "prod"));
+        check("env=", set("env", ""));
+        check("a=b=c", set("a", "b=c"));
+        check("a=b-", set("a", "b-"));
+        check("example.com/tier=web", set("example.com/tier", "web"));
+        check("env-", remove("env"));
+        check("team-name-", remove("team-name"));
+        check("env", Err("neither KEY=VALUE nor KEY-"));
+        check("-", Err("empty key"));
+        check("=prod", Err("empty key"));
+        check("my env=prod", Err("whitespace"));
+    }
+
+    #[test]
+    fn labels_of_new_clusters_only_set() {
+        assert_eq!(parse_label("env=prod"), Ok(("env".into(), "prod".into())));
+        assert!(parse_label("env-").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        for good in ["24h", "30m", "1h30m", "90s", "PT2H", " 24h "] {
+            assert_eq!(parse_ttl(good).as_deref(), Ok(good.trim()), "{good}");
+        }
+        for bad in ["", "0s", "-1h", "tomorrow", "24"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_timeout("5m"), Ok(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn hub_urls() {
+        let check = |arg: &str, expected: Result<&str, &str>| {
+            let got = parse_hub_url(arg);
+            match (&got, expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{arg}"),
+                (Err(got), Err(expected)) => assert!(got.contains(expected), "{arg}: {got}"),
+                _ => panic!("{arg}: got {got:?}, expected {expected:?}"),
+            }
+        };
+        check("https://hub.example.com", Ok("https://hub.example.com"));
+        check("https://hub.example.com/", Ok("https://hub.example.com"));
+        check("http://127.0.0.1:8080", Ok("http://127.0.0.1:8080"));
+        check(
+            "https://example.com/flotilla/",
+            Ok("https://example.com/flotilla"),
+        );
+        check("hub.example.com", Err("not a URL"));
+        check("ftp://hub.example.com", Err("not http"));
+        check(
+            "https://admin:secret@hub.example.com",
+            Err("user or password"),
+        );
+        check("https://hub.example.com/?x=1", Err("query"));
+        assert!(
+            !parse_hub_url("https://admin:secret@hub")
+                .expect_err("refused")
+                .contains("secret")
+        );
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_tokens_stay_hidden() {
+        let args = Args::try_parse_from([
+            "flotilla",
+            "cluster",
+            "list",
+            "-o",
+            "json",
+            "--hub",
+            "http://127.0.0.1:1",
+        ])
+        .expect("parses");
+        assert_eq!(args.global.output, Format::Json);
+        assert_eq!(args.global.hub.as_deref(), Some("http://127.0.0.1:1"));
+        let args = Args::try_parse_from(["flotilla", "--token", "flt_secret", "app", "list"])
+            .expect("parses");
+        assert!(!format!("{args:?}").contains("flt_secret"));
+    }
+
+    #[test]
+    fn usage_errors() {
+        for argv in [
+            &["flotilla", "cluster", "label", "east"][..],
+            &["flotilla", "cluster", "label", "east", "env"],
+            &[
+                "flotilla", "cluster", "token", "create", "east", "--ttl", "0s",
+            ],
+            &[
+                "flotilla", "cluster", "token", "create", "east", "--label", "env",
+            ],
+            &["flotilla", "apply"],
+            &["flotilla", "bundle", "export", "--cluster", "east"],
+            &["flotilla", "--hub", "hub.example.com", "app", "list"],
+            &[
+                "flotilla",
+                "--token",
+                "t",
+                "--token-file",
+                "f",
+                "app",
+                "list",
+            ],
+        ] {
+            let error = Args::try_parse_from(argv).expect_err("a usage error");
+            assert_eq!(error.exit_code(), 2, "{argv:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn token_create_defaults() {
+        let args = Args::try_parse_from([
+            "flotilla", "cluster", "token", "create", "east", "--label", "env=prod", "--label",
+            "tier=web",
+        ])
+        .expect("parses");
+        let Command::Cluster {
+            command:
+                ClusterCommand::Token {
+                    command: TokenCommand::Create(create),
+                },
+        } = args.command
+        else {
+            panic!("not token create: {:?}", args.command);
+        };
+        assert_eq!(create.ttl, "24h");
+        assert!(!create.require_approval);
+        assert_eq!(create.chart, "charts/flotilla-agent");
+        assert_eq!(
+            create.labels,
+            [("env".into(), "prod".into()), ("tier".into(), "web".into())]
+        );
+    }
+}
