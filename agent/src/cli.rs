@@ -21,6 +21,19 @@ pub enum Command {
     Apply(crate::oneshot::ApplyArgs),
     /// Verify a bundle file as the agent would before applying it; exit 0 only if it verifies.
     Verify(VerifyArgs),
+    /// Run the agent in its cluster: pull the signed state from the hub (or, with
+    /// --watch-dir, from bundle files), apply it, heal drift and report, until SIGTERM.
+    #[command(
+        long_about = "Run the agent in its cluster until SIGTERM or Ctrl-C.\n\n\
+        It pulls the cluster's signed state from the hub over mutual TLS (registering first \
+        with a one-time bootstrap token, and keeping its key and certificate in a Secret), \
+        verifies it as `verify` does, applies it, heals drift and reports status. While the hub \
+        is unreachable it keeps enforcing the last accepted state, from the cache directory \
+        after a restart. Several replicas may run: a Lease elects the one that acts.\n\n\
+        With --watch-dir instead of --hub (the air gap), it applies each bundle file that \
+        appears in a directory and never calls a hub."
+    )]
+    Run(Box<crate::run::RunArgs>),
 }
 
 /// Runs one command to completion. A refused bundle is an error (nonzero exit) whose
@@ -37,6 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(crate::oneshot::run(args)),
+        Command::Run(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::run::run(*args)),
         Command::Verify(args) => match verify::verify(&args, jiff::Timestamp::now())? {
             Outcome::Verified(bundle) => {
                 print!("{}", Report(&bundle));

@@ -51,6 +51,27 @@ impl Kinds {
         Ok(())
     }
 
+    /// Every group version the apiserver serves (`v1`, `apps/v1`, …), sorted: what Helm's
+    /// `--api-versions` wants to know of a cluster.
+    pub fn api_versions(&self) -> Vec<String> {
+        let mut versions: Vec<String> = self
+            .discovery
+            .groups()
+            .flat_map(|group| {
+                group.versions().map(move |version| {
+                    if group.name().is_empty() {
+                        version.to_owned()
+                    } else {
+                        format!("{}/{version}", group.name())
+                    }
+                })
+            })
+            .collect();
+        versions.sort();
+        versions.dedup();
+        versions
+    }
+
     /// Remembers the scope a CRD object declares for its kind.
     pub fn declare_crd(&mut self, crd: &serde_json::Value) {
         let group = crd.pointer("/spec/group").and_then(|v| v.as_str());

@@ -137,6 +137,27 @@ impl Engine {
         Ok(report)
     }
 
+    /// The objects a sync of `bundle` would apply, per app, placed and checked against the
+    /// local policy and the app's limits as a sync does, without touching the cluster beyond
+    /// discovery. For enforcing a state that may not be synced again (an expired one) by
+    /// watching for drift alone.
+    pub async fn planned_objects(
+        &self,
+        bundle: &VerifiedBundle,
+    ) -> Result<BTreeMap<String, Vec<ObjectRef>>, EngineError> {
+        let mut kinds = Kinds::load(&self.client).await?;
+        let state = &bundle.state.state;
+        let mut planned = BTreeMap::new();
+        for (app, blob) in state.apps.iter().zip(&bundle.blobs) {
+            let prepared = self.prepare(&mut kinds, app, &blob.blob.objects);
+            planned.insert(
+                app.name.clone(),
+                prepared.objects.into_iter().map(|d| d.object_ref).collect(),
+            );
+        }
+        Ok(planned)
+    }
+
     async fn sync_app(
         &self,
         kinds: &mut Kinds,

@@ -134,6 +134,16 @@ impl Certificate {
         timestamp(start + (end - start) * 2 / 3)
     }
 
+    /// When to renew, as of `now`: at [`Certificate::renew_at`], but no sooner than a short
+    /// pause from `now` (a minute, or half of what is left of the lifetime if that is less),
+    /// so that a certificate that is already due, or a hub that issues very short-lived ones,
+    /// does not make the agent ask again and again at once.
+    pub fn renew_after(&self, now: Timestamp) -> Timestamp {
+        let left = (self.not_after.as_second() - now.as_second()).max(0);
+        let pause = (left / 2).min(60);
+        self.renew_at().max(timestamp(now.as_second() + pause))
+    }
+
     /// Whether the certificate is no longer valid at `now`.
     pub fn expired(&self, now: Timestamp) -> bool {
         now > self.not_after
@@ -148,6 +158,25 @@ pub fn client_config(
     chain_pem: &str,
     hub_ca_pem: &str,
 ) -> Result<Arc<ClientConfig>, IdentityError> {
+    let chain = pem_certificates(chain_pem, "certificate chain")?;
+    let mut config = config_builder(hub_ca_pem)?
+        .with_client_auth_cert(chain, key.private_key_der())
+        .map_err(IdentityError::Tls)?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The TLS client configuration for registering: trusts the hub CA (`hub_ca_pem`) alone and
+/// presents no certificate (the agent has none yet; the bootstrap token vouches for it).
+pub fn registration_config(hub_ca_pem: &str) -> Result<Arc<ClientConfig>, IdentityError> {
+    let mut config = config_builder(hub_ca_pem)?.with_no_client_auth();
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+fn config_builder(
+    hub_ca_pem: &str,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, IdentityError> {
     let mut roots = RootCertStore::empty();
     let cas = pem_certificates(hub_ca_pem, "hub CA")?;
     if cas.is_empty() {
@@ -159,16 +188,12 @@ pub fn client_config(
     for ca in cas {
         roots.add(ca).map_err(IdentityError::Tls)?;
     }
-    let chain = pem_certificates(chain_pem, "certificate chain")?;
-    let mut config =
+    Ok(
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(IdentityError::Tls)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key.private_key_der())
-            .map_err(IdentityError::Tls)?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+            .with_root_certificates(roots),
+    )
 }
 
 fn pem_certificates(
@@ -354,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_already_due_is_renewed_after_a_pause() {
+        let hub = Hub::new();
+        let key = AgentKey::generate().expect("key");
+        let issued = |from, to| {
+            Certificate::parse(&hub.sign(&key.csr_pem("east").expect("CSR"), at(from), at(to)))
+                .expect("certificate")
+        };
+        let month = issued("2026-03-01T00:00:00Z", "2026-03-31T00:00:00Z");
+        // Before the two-thirds point: that point.
+        assert_eq!(
+            month.renew_after(at("2026-03-02T00:00:00Z")),
+            at("2026-03-21T00:00:00Z")
+        );
+        // Past it (an agent that was away): a minute from now.
+        assert_eq!(
+            month.renew_after(at("2026-03-25T00:00:00Z")),
+            at("2026-03-25T00:01:00Z")
+        );
+        // A short-lived certificate: half of what is left.
+        let short = issued("2026-03-01T00:00:00Z", "2026-03-01T00:05:20Z");
+        assert_eq!(
+            short.renew_after(at("2026-03-01T00:05:00Z")),
+            at("2026-03-01T00:05:10Z")
+        );
+        // An expired one: now.
+        assert_eq!(
+            short.renew_after(at("2026-03-02T00:00:00Z")),
+            at("2026-03-02T00:00:00Z")
+        );
+    }
+
+    #[test]
     fn garbage_is_not_a_certificate() {
         for garbage in [
             "",
@@ -432,6 +489,24 @@ mod tests {
             .expect("connected");
         assert_eq!(uris, ["spiffe://flotilla.dev/cluster/east"]);
         assert_eq!(alpn, b"h2");
+    }
+
+    #[tokio::test]
+    async fn registration_trusts_the_hub_and_presents_no_certificate() {
+        let hub = Hub::new();
+        let client = registration_config(&hub.ca_pem).expect("client config");
+        // The test hub requires a client certificate, so the handshake fails on its side
+        // (the client got as far as trusting the hub).
+        let refused = handshake(hub.server_config(), client)
+            .await
+            .expect_err("no certificate");
+        assert!(!refused.contains("invalid peer certificate"), "{refused}");
+        let impostor = Hub::new();
+        let client = registration_config(&hub.ca_pem).expect("client config");
+        let refused = handshake(impostor.server_config(), client)
+            .await
+            .expect_err("refused");
+        assert!(refused.contains("invalid peer certificate"), "{refused}");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod oneshot;
 pub mod order;
 pub mod policy;
 pub mod prune;
+pub mod run;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

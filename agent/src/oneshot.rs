@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_shared::bundle::BundleError;
-use flotilla_shared::{Policy, TrustRoot, VerifiedBundle};
+use flotilla_shared::{LastAccepted, Policy, TrustRoot, VerifiedBundle};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
@@ -28,6 +28,27 @@ use crate::verify::{BundleArgs, load_trust_root, read_bundle_file};
 pub struct ApplyArgs {
     #[command(flatten)]
     pub source: BundleArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// After applying, wait until every object is healthy and print each one's health.
+    #[arg(long, env = "FLOTILLA_AGENT_WAIT")]
+    pub wait: bool,
+    /// How long `--wait` waits, e.g. `5m`.
+    #[arg(long, env = "FLOTILLA_AGENT_TIMEOUT", default_value = "5m")]
+    pub timeout: SignedDuration,
+    /// After applying, keep watching the applied objects for drift until Ctrl-C, printing
+    /// one line per out-of-band change and who made it; apps with `selfHeal` have it
+    /// reverted (a deleted object recreated), the others are reported OutOfSync (or
+    /// Missing) and left alone until the next state.
+    #[arg(long, env = "FLOTILLA_AGENT_WATCH")]
+    pub watch: bool,
+}
+
+/// Where and how the agent acts on its cluster: the kubeconfig, its own namespace and the
+/// local policy (defence in depth: limits that even a validly signed state cannot lift).
+/// What `apply` and `run` share.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
     /// The kubeconfig to use; without it, the in-cluster identity or $KUBECONFIG.
     #[arg(long, env = "FLOTILLA_AGENT_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -65,47 +86,54 @@ pub struct ApplyArgs {
     /// Server-side applies in flight at once.
     #[arg(long, env = "FLOTILLA_AGENT_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
-    /// After applying, wait until every object is healthy and print each one's health.
-    #[arg(long, env = "FLOTILLA_AGENT_WAIT")]
-    pub wait: bool,
-    /// How long `--wait` waits, e.g. `5m`.
-    #[arg(long, env = "FLOTILLA_AGENT_TIMEOUT", default_value = "5m")]
-    pub timeout: SignedDuration,
-    /// After applying, keep watching the applied objects for drift until Ctrl-C, printing
-    /// one line per out-of-band change and who made it; apps with `selfHeal` have it
-    /// reverted (a deleted object recreated), the others are reported OutOfSync (or
-    /// Missing) and left alone until the next state.
-    #[arg(long, env = "FLOTILLA_AGENT_WATCH")]
-    pub watch: bool,
+}
+
+impl ClusterArgs {
+    /// The engine's settings: the local policy and the concurrency.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            policy: LocalPolicy {
+                namespaces: (!self.allow_namespaces.is_empty())
+                    .then(|| self.allow_namespaces.clone()),
+                kinds: (!self.allow_kinds.is_empty()).then(|| self.allow_kinds.clone()),
+                agent_namespace: Some(self.namespace.clone()),
+                agent_name: Some(self.agent_name.clone()),
+                allow_self: self.allow_self,
+            },
+            concurrency: self.concurrency,
+        }
+    }
+
+    /// The client configuration: `--kubeconfig`, else the in-cluster identity or
+    /// $KUBECONFIG.
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
+        config(self.kubeconfig.as_deref()).await
+    }
+
+    /// A client for the cluster, and the agent's namespace made sure of.
+    pub async fn connect(&self) -> anyhow::Result<kube::Client> {
+        let client = kube::Client::try_from(self.config().await?)?;
+        ensure_namespace(&client, &self.namespace).await?;
+        Ok(client)
+    }
 }
 
 /// Runs `flotilla-agent apply`: prints the change set (and, with `--wait`, health); fails
 /// when the bundle is refused, an object failed, or (with `--wait`) something is unhealthy.
 pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
-    let trust_root = load_trust_root(&args.source.trust_keys)?;
+    let trust_root = load_trust_root(&args.source.trust.trust_keys)?;
     let file = read_bundle_file(&args.source.bundle)?;
-    let client = client(args.kubeconfig.as_deref()).await?;
-    ensure_namespace(&client, &args.namespace).await?;
-    let settings = Settings {
-        policy: LocalPolicy {
-            namespaces: (!args.allow_namespaces.is_empty()).then(|| args.allow_namespaces.clone()),
-            kinds: (!args.allow_kinds.is_empty()).then(|| args.allow_kinds.clone()),
-            agent_namespace: Some(args.namespace.clone()),
-            agent_name: Some(args.agent_name.clone()),
-            allow_self: args.allow_self,
-        },
-        concurrency: args.concurrency,
-    };
+    let client = args.cluster.connect().await?;
     let engine = Engine::new(
         client.clone(),
-        Store::new(client.clone(), &args.namespace),
-        settings,
+        Store::new(client.clone(), &args.cluster.namespace),
+        args.cluster.settings(),
     );
     let applied = apply_bundle(
         &engine,
         file,
         &trust_root,
-        &args.source.cluster,
+        &args.source.trust.cluster,
         Timestamp::now(),
     )
     .await?;
@@ -165,19 +193,19 @@ async fn watch_drift(client: kube::Client, applied: &Applied) -> anyhow::Result<
     Ok(())
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+async fn config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| anyhow::anyhow!("read kubeconfig {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }
 
-async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+/// Creates the agent's namespace when it is missing.
+pub(crate) async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     if api.get_opt(name).await?.is_none() {
         let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
@@ -223,7 +251,7 @@ pub async fn apply_bundle(
         .last_accepted()
         .await
         .map_err(EngineError::from)?;
-    let mut bundle = Policy::default()
+    let bundle = Policy::default()
         .read_bundle(
             bundle_file.as_slice(),
             trust_root,
@@ -233,12 +261,21 @@ pub async fn apply_bundle(
         )
         .map_err(OneshotError::Refused)?;
     drop(bundle_file);
+    Ok(apply_verified(engine, bundle, last.as_ref()).await?)
+}
+
+/// Applies a verified bundle: records it as the last accepted state (`last` is the one
+/// recorded before), then syncs. The blobs' bytes are freed first: the parsed objects are
+/// all the sync needs.
+pub async fn apply_verified(
+    engine: &Engine,
+    mut bundle: VerifiedBundle,
+    last: Option<&LastAccepted>,
+) -> Result<Applied, EngineError> {
     for blob in &mut bundle.blobs {
         blob.bytes = Vec::new();
     }
-    engine
-        .accept(&bundle.state.last_accepted(), last.as_ref())
-        .await?;
+    engine.accept(&bundle.state.last_accepted(), last).await?;
     let report = engine.sync(&bundle).await?;
     Ok(Applied { bundle, report })
 }

@@ -1,6 +1,6 @@
 //! What the agent keeps in its own cluster so that a restart loses nothing: the last
-//! accepted generation (anti-rollback) and each app's inventory, as ConfigMaps in the
-//! agent's namespace. Talks to the apiserver.
+//! accepted generation (anti-rollback), each app's inventory and the sequence number of its
+//! status reports, as ConfigMaps in the agent's namespace. Talks to the apiserver.
 //!
 //! Invariant: a write happens only when the stored value changes, so an unchanged sync
 //! costs no write here either (except the generation of a newer state, which must be
@@ -17,6 +17,9 @@ use crate::inventory::Inventory;
 /// The field manager of everything the agent writes.
 pub const FIELD_MANAGER: &str = "flotilla";
 const STATE_CONFIGMAP: &str = "flotilla-agent-state";
+/// Its own ConfigMap: the state ConfigMap is written whole by server-side apply, which would
+/// drop a key it does not name.
+const STATUS_CONFIGMAP: &str = "flotilla-agent-status";
 const INVENTORY_PREFIX: &str = "flotilla-inventory-";
 const INVENTORY_LABEL: &str = "flotilla.dev/inventory-of";
 
@@ -142,6 +145,31 @@ impl Store {
             "flotilla".to_owned(),
         )]);
         self.put(STATE_CONFIGMAP, labels, data).await
+    }
+
+    /// The highest status report sequence number handed out so far (0: none yet).
+    pub async fn status_seq(&self) -> Result<u64, StoreError> {
+        let Some(map) = self.get(STATUS_CONFIGMAP).await? else {
+            return Ok(0);
+        };
+        let data = map.data.unwrap_or_default();
+        match data.get("seq") {
+            None => Ok(0),
+            Some(seq) => seq.parse().map_err(|_| StoreError::Corrupt {
+                what: format!("ConfigMap {}/{STATUS_CONFIGMAP}", self.namespace),
+                reason: "seq is not a number".to_owned(),
+            }),
+        }
+    }
+
+    /// Records the highest status report sequence number handed out.
+    pub async fn save_status_seq(&self, seq: u64) -> Result<(), StoreError> {
+        let labels = BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "flotilla".to_owned(),
+        )]);
+        let data = BTreeMap::from([("seq".to_owned(), seq.to_string())]);
+        self.put(STATUS_CONFIGMAP, labels, data).await
     }
 
     /// The inventory of `app`, if the agent ever applied it.

@@ -17,6 +17,14 @@ pub struct BundleArgs {
     /// The bundle file.
     #[arg(long, env = "FLOTILLA_AGENT_BUNDLE")]
     pub bundle: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// Which keys to trust and which cluster this is: what every command that verifies a
+/// state shares (`verify`, `apply`, `run`).
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
     /// A trusted public key (SPKI PEM). Repeatable; any one of them suffices. In the
     /// environment, separate paths with `:`.
     #[arg(
@@ -106,7 +114,7 @@ pub fn read_bundle_file(path: &std::path::Path) -> Result<Vec<u8>, VerifyError> 
 
 /// Reads the trusted keys and the bundle, and verifies it as of `now`.
 pub fn verify(args: &VerifyArgs, now: Timestamp) -> Result<Outcome, VerifyError> {
-    let trust_root = load_trust_root(&args.source.trust_keys)?;
+    let trust_root = load_trust_root(&args.source.trust.trust_keys)?;
     let args_bundle = &args.source.bundle;
     let file = std::fs::File::open(args_bundle).map_err(|source| VerifyError::Open {
         path: args_bundle.clone(),
@@ -119,7 +127,7 @@ pub fn verify(args: &VerifyArgs, now: Timestamp) -> Result<Outcome, VerifyError>
     let outcome = Policy::default().read_bundle(
         std::io::BufReader::new(file),
         &trust_root,
-        &args.source.cluster,
+        &args.source.trust.cluster,
         last.as_ref(),
         now,
     );

@@ -238,33 +238,71 @@ where
     }
 }
 
-/// A binary of this workspace (`flotilla-hub`, `flotilla-agent`, `flotilla`), built by the
-/// same `cargo test` run next to the test binary (`target/<profile>/`); built on demand
-/// with `cargo build` when it is not there (a filtered `cargo test --test e2e`).
+/// A binary of this workspace (`flotilla-hub`, `flotilla-agent`, `flotilla`), built once per
+/// test run with `cargo build` (a no-op when it is fresh, and never a stale one left by an
+/// earlier build). `FLOTILLA_HUB_BIN`, `FLOTILLA_AGENT_BIN` or `FLOTILLA_BIN` name a prebuilt
+/// one instead.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let exe = std::env::current_exe().context("locate the test binary")?;
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
-    let dir = exe
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Mutex::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(name) {
+        return Ok(path.clone());
+    }
+    let variable = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&variable) {
+        built.insert(name.to_owned(), PathBuf::from(&path));
+        return Ok(PathBuf::from(path));
+    }
+    let package = match name {
+        "flotilla" => "flotilla-cli",
+        other => other,
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .and_then(Path::parent)
-        .context("the test binary lies in target/<profile>/deps")?;
-    let path = dir.join(name);
-    let _guard = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.is_file() {
-        let package = match name {
-            "flotilla" => "flotilla-cli",
-            other => other,
-        };
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-            .args(["build", "-p", package, "--bin", name])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")))
-            .status()
-            .with_context(|| format!("cargo build --bin {name}"))?;
-        if !status.success() || !path.is_file() {
-            bail!("could not build {name} (expected at {})", path.display());
+        .context("e2e lies in the workspace")?;
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .args(["build", "-p", package, "--bin", name])
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(workspace)
+        .stderr(std::process::Stdio::inherit());
+    // What cargo sets for this test process would count as a change to build scripts that
+    // watch it (ring watches CARGO_MANIFEST_DIR), rebuilding them each time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_BIN_NAME",
+            ]
+            .contains(&key.as_ref())
+        {
+            build.env_remove(key.as_ref());
         }
     }
+    let output = build
+        .output()
+        .with_context(|| format!("run cargo build --bin {name}"))?;
+    if !output.status.success() {
+        bail!(
+            "cargo build -p {package} --bin {name} failed: {}",
+            output.status
+        );
+    }
+    let path = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo build named no {name} executable"))?;
+    built.insert(name.to_owned(), path.clone());
     Ok(path)
 }
 

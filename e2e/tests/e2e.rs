@@ -4,9 +4,11 @@
 //! `flotilla_e2e::shared`). Each module is one area; each test works in namespaces of its
 //! own so tests can run at once.
 
+mod agent_run;
 mod apply;
 mod drift;
 mod fixtures;
+mod fleet;
 mod harness;
 mod rbac;
 mod realworld;
