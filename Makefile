@@ -9,12 +9,12 @@ export FLOTILLA_REQUIRE_TOOLS := 1
 E2E_THREADS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt-check clippy tools unit e2e lint deny demo demo-down bench clean-clusters
+.PHONY: help test fmt-check clippy tools unit charts e2e lint deny demo demo-down bench clean-clusters images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-test: fmt-check clippy tools unit e2e ## everything CI runs: format, lints, unit and end-to-end tests
+test: fmt-check clippy tools unit charts e2e ## everything CI runs: format, lints, unit, chart and end-to-end tests
 	@echo "make test: all checks passed"
 
 fmt-check: ## cargo fmt --check
@@ -29,12 +29,19 @@ tools: ## build the pinned control plane, helm, kustomize and crane into ~/.cach
 unit: tools ## unit, property and interoperability tests (no cluster)
 	eval "$$($(CLUSTER) env)" && $(CARGO) test --workspace --exclude flotilla-e2e
 
-e2e: tools ## end-to-end tests against a harness cluster started and stopped here
-	$(CARGO) build --workspace --bins
-	eval "$$($(CLUSTER) env)" && e2e/with-cluster $(CARGO) test --workspace --test e2e -- --test-threads=$(E2E_THREADS)
+charts: tools ## Helm charts: lint --strict, values schema, renders (`make e2e` dry-runs them on its cluster)
+	charts/test offline
 
-lint: fmt-check clippy deny ## format check, clippy and cargo-deny
-	@if ls charts/*/Chart.yaml >/dev/null 2>&1; then for c in charts/*/; do "$$($(CLUSTER) bin helm)" lint "$$c"; done; fi
+# In the one cluster: the charts' server-side dry run (which also checks their flags against the
+# binaries just built), then the end-to-end tests, which run even when the charts fail; either
+# failing fails the target.
+e2e: tools ## end-to-end tests and the charts' dry run, against a harness cluster started and stopped here
+	$(CARGO) build --workspace --bins
+	eval "$$($(CLUSTER) env)" && e2e/with-cluster bash -c 'charts/test dry-run; charts=$$?; "$$@" || exit; exit $$charts' e2e \
+		$(CARGO) test --workspace --test e2e -- --test-threads=$(E2E_THREADS)
+
+lint: fmt-check clippy deny ## format check, clippy, cargo-deny and helm lint --strict
+	charts/test lint
 
 deny: ## licences, bans and sources (advisories need an online database: `cargo deny check advisories` where one is reachable)
 	@command -v cargo-deny >/dev/null || { echo "cargo-deny is missing: cargo install cargo-deny"; exit 1; }
@@ -52,3 +59,17 @@ bench: tools ## benchmarks (print figures; never fail on timing)
 
 clean-clusters: ## stop every harness cluster and remove its files
 	$(CLUSTER) down --all
+
+# Images: ghcr.io/flotilla-dev/flotilla-{hub,agent,cli}:<workspace version> unless overridden.
+IMAGE_PREFIX ?= ghcr.io/flotilla-dev/
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+images: ## container images of the hub, agent and cli (docker build; needs a Docker daemon)
+	@if ! docker info >/dev/null 2>&1; then \
+		echo "make images: no Docker daemon here (docker info fails); on a machine with one:"; \
+		for i in hub agent cli; do echo "  docker build -f docker/$$i.Dockerfile -t $(IMAGE_PREFIX)flotilla-$$i:$(IMAGE_TAG) ."; done; \
+		exit 1; \
+	fi
+	for i in hub agent cli; do \
+		docker build -f docker/$$i.Dockerfile -t $(IMAGE_PREFIX)flotilla-$$i:$(IMAGE_TAG) . || exit; \
+	done
