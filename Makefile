@@ -9,7 +9,7 @@ export FLOTILLA_REQUIRE_TOOLS := 1
 E2E_THREADS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt-check clippy tools unit charts e2e lint deny demo demo-down bench clean-clusters images
+.PHONY: help test fmt-check clippy tools unit charts e2e lint deny demo demo-check demo-down bench clean-clusters images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ deny: ## licences, bans and sources (advisories need an online database: `cargo 
 	@command -v cargo-deny >/dev/null || { echo "cargo-deny is missing: cargo install cargo-deny"; exit 1; }
 	$(CARGO) deny check bans licenses sources
 
-demo: ## the main job locally: three clusters, the sample app signed and applied to each
+demo: ## the main job locally: a hub, three clusters with an agent each, the sample app everywhere
 	@e2e/demo up
+
+demo-check: ## run the demo, check every app Synced and Healthy, push a change, see it land, tear down
+	@e2e/demo check
 
 demo-down: ## stop the demo clusters and remove their files
 	@e2e/demo down
