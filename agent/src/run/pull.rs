@@ -101,6 +101,9 @@ struct Puller<'a> {
     renew_at: Option<Timestamp>,
     enforcer: Enforcer,
     situation: Situation,
+    /// The situation the last sync left, to return to when the hub serves the accepted state
+    /// again after one it refused.
+    settled: Option<Situation>,
     /// Why nothing is enforced, while nothing is.
     waiting: String,
     /// `If-None-Match` of the next poll: the ETag of the newest state seen (accepted or
@@ -140,6 +143,7 @@ pub async fn lead(
         renew_at: None,
         enforcer,
         situation: Situation::default(),
+        settled: None,
         waiting: "starting".to_owned(),
         etag: None,
         reporter: None,
@@ -373,6 +377,7 @@ impl Puller<'_> {
             match self.enforcer.apply(bundle, Some(&last)).await {
                 Ok(enforced) => {
                     self.situation = Situation::after_sync(generation, &enforced.sync);
+                    self.settled = Some(self.situation.clone());
                     self.etag = Some(etag);
                 }
                 Err(error) => {
@@ -643,6 +648,14 @@ impl Puller<'_> {
         let etag = etag.unwrap_or_else(|| etag_of(&verified));
         if self.enforcer.is_enforcing(&verified.last_accepted()) {
             self.etag = Some(etag);
+            // The hub serves what is enforced again: a refusal in between is over.
+            if self.situation.phase == Phase::Refused
+                && let Some(settled) = self.settled.clone()
+            {
+                tracing::info!("the hub serves the accepted state again");
+                self.situation = settled;
+                self.report(Reason::Apply);
+            }
             return Duration::ZERO;
         }
         let generation = verified.state.generation;
@@ -678,6 +691,7 @@ impl Puller<'_> {
         match self.enforcer.apply(bundle, last.as_ref()).await {
             Ok(enforced) => {
                 self.situation = Situation::after_sync(generation, &enforced.sync);
+                self.settled = Some(self.situation.clone());
                 self.etag = Some(etag);
                 if let Err(error) = self.cache.retain(&keep).await {
                     tracing::warn!(error = %one_line(&error), "cannot clean the cache");

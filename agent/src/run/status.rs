@@ -192,13 +192,14 @@ pub fn app_reports(
     out_of_sync: &BTreeSet<String>,
     healths: &AppHealths,
 ) -> Vec<AppReport> {
-    let mut failures: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Per app, the objects that failed and why.
+    let mut failures: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for change in &sync.changes.entries {
         if change.action == Action::Failed {
             failures
                 .entry(change.app.as_str())
                 .or_default()
-                .push(change.message.as_str());
+                .push((change.object.as_str(), change.message.as_str()));
         }
     }
     let mut apps: Vec<AppReport> = state
@@ -207,9 +208,9 @@ pub fn app_reports(
         .map(|app| {
             let failed = failures.get(app.name.as_str());
             let (sync_state, message) = match failed {
-                Some(messages) => (
+                Some(failed) => (
                     "Failed",
-                    format!("{} objects failed: {}", messages.len(), messages[0]),
+                    format!("{} objects failed: {}", failed.len(), failed[0].1),
                 ),
                 None if out_of_sync.contains(&app.name) => (
                     "OutOfSync",
@@ -231,6 +232,26 @@ pub fn app_reports(
                 ),
                 None => ("Missing".to_owned(), Vec::new()),
             };
+            // Objects that failed to apply are part of the app too: listed as Failed, and
+            // an app with any of them is not Healthy.
+            let mut objects = objects;
+            let mut health = health;
+            if let Some(failed) = failed {
+                for (object, message) in failed {
+                    let failed = ObjectReport {
+                        object: (*object).to_owned(),
+                        state: "Failed".to_owned(),
+                        message: (*message).to_owned(),
+                    };
+                    match objects.iter_mut().find(|o| o.object == *object) {
+                        Some(known) => *known = failed,
+                        None => objects.push(failed),
+                    }
+                }
+                if health == "Healthy" {
+                    health = "Degraded".to_owned();
+                }
+            }
             AppReport {
                 name: app.name.clone(),
                 generation: state.generation,
@@ -910,10 +931,31 @@ mod tests {
             apps[1].objects,
             [ObjectReport {
                 object: "ConfigMap blog/config".into(),
-                state: "NotFound".into(),
-                message: "object not found".into(),
-            }]
+                state: "Failed".into(),
+                message: "forbidden".into(),
+            }],
+            "a failed object says why"
         );
+    }
+
+    #[test]
+    fn an_app_whose_objects_all_failed_is_not_healthy() {
+        let state = state(&["outside"]);
+        let mut sync = SyncReport::default();
+        let cm = object("ConfigMap", "", Some("forbidden"), "config");
+        sync.changes
+            .record("outside", &cm, Action::Failed, "outside the policy".into());
+        // Nothing was applied, so nothing was checked: the roll-up of no objects.
+        let healths: AppHealths =
+            BTreeMap::from([("outside".to_owned(), (AppHealth::Healthy, Vec::new()))]);
+        let apps = app_reports(&state, &sync, &BTreeSet::new(), &healths);
+        assert_eq!(
+            (apps[0].sync.as_str(), apps[0].health.as_str()),
+            ("Failed", "Degraded")
+        );
+        assert_eq!(apps[0].objects.len(), 1);
+        assert_eq!(apps[0].objects[0].state, "Failed");
+        assert_eq!(apps[0].objects[0].message, "outside the policy");
     }
 
     #[test]
