@@ -6,9 +6,11 @@
 
 mod agent_run;
 mod apply;
+mod chart;
 mod drift;
 mod fixtures;
 mod fleet;
 mod harness;
+mod processes;
 mod rbac;
 mod realworld;

@@ -9,19 +9,18 @@
 //! the hub), and revocation.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use flotilla_e2e::{Cluster, binary, eventually};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-const FLEET: &str = "https://git.example/acme/fleet.git";
-const WEBHOOK_SECRET: &str = "whsec-fleet-e2e";
+use crate::processes::{Hub, Process, commit, git, spawn};
+
 const AGENT_NAMESPACE: &str = "flotilla-system";
 const ACCOUNT: &str = "flotilla-agent";
 const LIMIT: Duration = Duration::from_secs(120);
@@ -53,278 +52,14 @@ spec:
       syncPolicy: {automated: {selfHeal: true}, syncOptions: [CreateNamespace=true]}
 ";
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Flotilla Test",
-            "-c",
-            "user.email=test@flotilla.invalid",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .output()
-        .with_context(|| format!("git {args:?}"))?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 fn write_manifests(repo: &Path, greeting: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(repo.join("apps/web"))?;
+    crate::processes::write_web_app(repo, greeting)?;
     std::fs::create_dir_all(repo.join("apps/tools"))?;
-    std::fs::write(
-        repo.join("apps/web/config.yaml"),
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web}}\ndata: {{greeting: '{greeting}'}}\n"
-        ),
-    )?;
-    std::fs::write(
-        repo.join("apps/web/deployment.yaml"),
-        "apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      nodeSelector: {type: kwok}
-      tolerations: [{key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}]
-      containers: [{name: web, image: registry.example/web:1}]
-",
-    )?;
     std::fs::write(
         repo.join("apps/tools/config.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tools}\ndata: {a: b}\n",
     )?;
     Ok(())
-}
-
-fn commit(repo: &Path, message: &str) -> anyhow::Result<String> {
-    git(repo, &["add", "-A"])?;
-    git(repo, &["commit", "-q", "-m", message])?;
-    git(repo, &["rev-parse", "HEAD"])
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A child process, killed when dropped.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ignored = self.child.kill();
-        let _ignored = self.child.wait();
-    }
-}
-
-impl Process {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(mut self) {
-        let _ignored = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ignored = self.child.kill();
-    }
-}
-
-/// Spawns `command` with its stderr in `log`, and returns the first stdout line that
-/// starts with `prefix` (the rest of it).
-fn spawn(mut command: Command, log: PathBuf, prefix: &str) -> anyhow::Result<(Process, String)> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()
-        .context("spawn")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = prefix.to_owned();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(rest) = line.strip_prefix(&wanted) {
-                let _ignored = tx.send(rest.to_owned());
-            }
-        }
-    });
-    let process = Process { child, log };
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(rest) => Ok((process, rest)),
-        Err(_) => bail!("no {prefix:?} line; log:\n{}", process.log()),
-    }
-}
-
-/// (application, cluster) → (revision, sync, health).
-type Deployments = BTreeMap<(String, String), (String, String, String)>;
-
-struct Hub {
-    process: Option<Process>,
-    base: String,
-    token: String,
-    dir: PathBuf,
-    data: PathBuf,
-    agent_port: u16,
-    repo: PathBuf,
-    starts: u32,
-}
-
-impl Hub {
-    fn start(&mut self) -> anyhow::Result<()> {
-        self.starts += 1;
-        let mut command = Command::new(binary("flotilla-hub")?);
-        command
-            .args(["serve", "--data-dir"])
-            .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0"])
-            .arg(format!("--agent-listen=127.0.0.1:{}", self.agent_port))
-            .arg(format!("--rewrite={FLEET}={}", self.repo.display()))
-            .args(["--poll-interval", "1h", "--offline-after", "20s"])
-            .arg("--enable-test-hooks")
-            .env("FLOTILLA_HUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("RUST_LOG", "info,flotilla_hub=debug");
-        let log = self.dir.join(format!("hub-{}.log", self.starts));
-        let (process, base) = spawn(command, log, "listening on ")?;
-        self.process = Some(process);
-        self.base = base;
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(process) = self.process.take() {
-            process.stop();
-        }
-    }
-
-    fn agent_url(&self) -> String {
-        format!("https://localhost:{}", self.agent_port)
-    }
-
-    async fn api(&self, method: &str, path: &str, body: Option<String>) -> anyhow::Result<Value> {
-        let client = reqwest::Client::new();
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30));
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let value: Value = serde_json::from_slice(&response.bytes().await?).unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path}: {status} {value}");
-        }
-        Ok(value)
-    }
-
-    /// Runs the `flotilla` CLI against this hub with `-o json`.
-    fn cli(&self, args: &[&str]) -> anyhow::Result<Value> {
-        let out = Command::new(binary("flotilla")?)
-            .args(args)
-            .args(["-o", "json"])
-            .env("FLOTILLA_CONFIG", self.dir.join("cli.json"))
-            .output()
-            .context("run flotilla")?;
-        if !out.status.success() {
-            bail!(
-                "flotilla {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("flotilla {args:?} printed no JSON"))
-    }
-
-    async fn webhook(&self, head: &str) -> anyhow::Result<()> {
-        use hmac::Mac as _;
-        let body = json!({"ref": "refs/heads/main", "after": head,
-            "repository": {"clone_url": FLEET}})
-        .to_string();
-        let mut mac =
-            hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).context("key")?;
-        mac.update(body.as_bytes());
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let status = reqwest::Client::new()
-            .post(format!("{}/api/v1/webhook/github", self.base))
-            .header("x-github-event", "push")
-            .header("x-hub-signature-256", signature)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?
-            .status();
-        if !status.is_success() {
-            bail!("webhook: {status}");
-        }
-        Ok(())
-    }
-
-    /// Per application and cluster: (revision, sync, health), from `flotilla app list`.
-    fn deployments(&self) -> anyhow::Result<Deployments> {
-        let listed = self.cli(&["app", "list"])?;
-        let apps = listed["applications"]
-            .as_array()
-            .or_else(|| listed.as_array())
-            .context("app list: no applications")?
-            .clone();
-        let mut all = BTreeMap::new();
-        for app in apps {
-            let name = app["name"].as_str().unwrap_or_default().to_owned();
-            for cluster in app["clusters"].as_array().cloned().unwrap_or_default() {
-                let text = |k: &str| cluster[k].as_str().unwrap_or_default().to_owned();
-                all.insert(
-                    (name.clone(), text("cluster")),
-                    (text("revision"), text("sync"), text("health")),
-                );
-            }
-        }
-        Ok(all)
-    }
-
-    async fn cluster(&self, name: &str) -> anyhow::Result<Value> {
-        let listed = self.api("GET", "/api/v1/clusters", None).await?;
-        listed["clusters"]
-            .as_array()
-            .and_then(|all| all.iter().find(|c| c["name"] == name))
-            .cloned()
-            .with_context(|| format!("cluster {name} not listed"))
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// One member cluster: the harness cluster, its agent's kubeconfig and token file.
@@ -480,36 +215,9 @@ async fn a_fleet_registers_syncs_survives_its_hub_and_refuses_what_it_must() -> 
     git(&repo, &["init", "-q"])?;
     write_manifests(&repo, "v0")?;
     let mut head = commit(&repo, "v0")?;
-    let data = dir.join("data");
-    let init = Command::new(binary("flotilla-hub")?)
-        .args(["init", "--data-dir"])
-        .arg(&data)
-        .output()?;
-    anyhow::ensure!(
-        init.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let admin = String::from_utf8(init.stdout)?
-        .lines()
-        .find_map(|l| {
-            l.split_once("admin token")
-                .map(|(_, r)| r.trim().rsplit(' ').next().map(str::to_owned))
-        })
-        .flatten()
-        .context("init prints the admin token")?;
-    let mut hub = Hub {
-        process: None,
-        base: String::new(),
-        token: admin.clone(),
-        dir: dir.clone(),
-        data: data.clone(),
-        agent_port: free_port()?,
-        repo: repo.clone(),
-        starts: 0,
-    };
+    let mut hub = Hub::init(&dir, &repo)?;
     hub.start()?;
-    hub.cli(&["login", "--hub", &hub.base, "--token", &admin])
+    hub.cli(&["login", "--hub", &hub.base, "--token", &hub.token])
         .or_else(|_| anyhow::Ok(Value::Null))?;
 
     // Tokens for the three clusters, from the CLI; each agent as a limited ServiceAccount.
@@ -745,6 +453,35 @@ async fn a_fleet_registers_syncs_survives_its_hub_and_refuses_what_it_must() -> 
         Ok(error.contains("refused generation").then_some(error))
     })
     .await?;
+    let data_now = web_a.get("web").await?.data.unwrap_or_default();
+    anyhow::ensure!(
+        data_now.get("greeting").map(String::as_str) == Some("v10"),
+        "the cluster is unchanged"
+    );
+    hub.api("PUT", "/api/v1/test/serve-override", Some("{}".to_owned()))
+        .await?;
+    eventually("the newest state is accepted again", LIMIT, || async {
+        let a = hub.cluster("fleet-a").await?;
+        Ok(a["lastError"].is_null().then_some(()))
+    })
+    .await?;
+
+    // Another cluster's state, served through the test hook: refused as well.
+    hub.api(
+        "PUT",
+        "/api/v1/test/serve-override",
+        Some(json!({"mode": "from", "cluster": "fleet-b"}).to_string()),
+    )
+    .await?;
+    let error = eventually("the wrong cluster's state refused", LIMIT, || async {
+        let error = hub.cluster("fleet-a").await?["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok((error.contains("refused generation") && error.contains("fleet-b")).then_some(error))
+    })
+    .await?;
+    println!("fleet-a on another cluster's state: {error}");
     let data_now = web_a.get("web").await?.data.unwrap_or_default();
     anyhow::ensure!(
         data_now.get("greeting").map(String::as_str) == Some("v10"),
