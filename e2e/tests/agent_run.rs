@@ -1017,7 +1017,9 @@ async fn an_expired_state_is_still_enforced_and_reported_stale() -> anyhow::Resu
     let site = Site::new("run-stale").await?;
     let outcome = async {
         let hub = TestHub::start(0).await?;
-        // Verification still accepts this state for 15 s (its expiry is within the clock
+        // The binary first (its first build may take a while), then the clock starts.
+        flotilla_e2e::binary("flotilla-agent")?;
+        // Verification still accepts this state for 30 s (its expiry is within the clock
         // skew allowed); then it counts as expired.
         let now = Timestamp::now();
         let generation = site.generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -1025,7 +1027,7 @@ async fn an_expired_state_is_still_enforced_and_reported_stale() -> anyhow::Resu
             generation,
             "expiring",
             now - SignedDuration::from_mins(10),
-            now - SignedDuration::from_mins(5) + SignedDuration::from_secs(15),
+            now - SignedDuration::from_mins(5) + SignedDuration::from_secs(30),
         );
         hub.publish(&expiring);
         let agent = Agent::hub(&site, &hub, "before").await?;
