@@ -256,16 +256,14 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         built.insert(name.to_owned(), PathBuf::from(&path));
         return Ok(PathBuf::from(path));
     }
-    let package = match name {
-        "flotilla" => "flotilla-cli",
-        other => other,
-    };
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("e2e lies in the workspace")?;
     let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // The whole workspace's binaries, as `make e2e` builds them: building one package alone
+    // would unify features differently and rebuild shared dependencies.
     build
-        .args(["build", "-p", package, "--bin", name])
+        .args(["build", "--workspace", "--bins"])
         .arg("--message-format=json-render-diagnostics")
         .current_dir(workspace)
         .stderr(std::process::Stdio::inherit());
@@ -289,12 +287,9 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     }
     let output = build
         .output()
-        .with_context(|| format!("run cargo build --bin {name}"))?;
+        .context("run cargo build --workspace --bins")?;
     if !output.status.success() {
-        bail!(
-            "cargo build -p {package} --bin {name} failed: {}",
-            output.status
-        );
+        bail!("cargo build --workspace --bins failed: {}", output.status);
     }
     let path = String::from_utf8_lossy(&output.stdout)
         .lines()
