@@ -199,18 +199,7 @@ pub async fn serve(
         });
         while connections.try_join_next().is_some() {}
     }
-    if tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        warn!(
-            open = connections.len(),
-            "agent connections still open after the grace period; closing them"
-        );
-        connections.abort_all();
-    }
+    crate::api::drain(connections, grace, "agent API").await;
 }
 
 async fn handle(

@@ -132,6 +132,11 @@ pub async fn serve(
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
+    drain(connections, grace, "human API").await;
+}
+
+/// Gives open connections `grace` to finish after shutdown, then closes the rest.
+pub(crate) async fn drain(mut connections: JoinSet<()>, grace: Duration, listener: &str) {
     if tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     })
@@ -139,6 +144,7 @@ pub async fn serve(
     .is_err()
     {
         warn!(
+            listener,
             open = connections.len(),
             "connections still open after the grace period; closing them"
         );
