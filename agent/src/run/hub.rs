@@ -222,22 +222,7 @@ impl HubClient {
     /// `POST /v1/renew`: a new certificate, over mutual TLS with the current one.
     #[tracing::instrument(skip_all)]
     pub async fn renew(&self, request: &RenewRequest) -> Result<CertificateResponse, HubError> {
-        let route = RENEW_PATH;
-        let body = serde_json::to_vec(request).expect("a renewal serializes");
-        let response = self
-            .send(
-                route,
-                self.mtls(route)?
-                    .post(self.url(route))
-                    .header("content-type", "application/json")
-                    .timeout(REQUEST_TIMEOUT)
-                    .body(body),
-            )
-            .await?;
-        if response.status() != StatusCode::OK {
-            return Err(refused(route, response).await);
-        }
-        json(route, read_capped(route, response, MAX_ANSWER_BYTES).await?)
+        self.post_mtls(RENEW_PATH, request).await
     }
 
     /// `GET /v1/state?wait=…`: waits up to `wait` for a state other than the one whose
@@ -300,8 +285,16 @@ impl HubClient {
     /// `POST /v1/status`.
     #[tracing::instrument(skip_all, fields(seq = report.seq, reason = %report.reason))]
     pub async fn status(&self, report: &StatusReport) -> Result<StatusAck, HubError> {
-        let route = STATUS_PATH;
-        let body = serde_json::to_vec(report).expect("a status report serializes");
+        self.post_mtls(STATUS_PATH, report).await
+    }
+
+    /// POSTs `body` as JSON to `route` over mutual TLS; 200 with a JSON answer or an error.
+    async fn post_mtls<B: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        route: &'static str,
+        body: &B,
+    ) -> Result<A, HubError> {
+        let body = serde_json::to_vec(body).expect("agent API requests serialize");
         let response = self
             .send(
                 route,
