@@ -56,6 +56,9 @@ pub struct Hub {
     triggers: mpsc::UnboundedSender<Trigger>,
     /// Rounds completed since start: the API can wait for the effect of a change.
     rounds: watch::Sender<u64>,
+    /// Counts changes people look at (a round, an agent's report, a registration): the
+    /// dashboard's live updates follow it.
+    changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -84,6 +87,7 @@ impl Hub {
             fetch_errors: RwLock::default(),
             triggers,
             rounds: watch::channel(0).0,
+            changes: watch::channel(0).0,
         };
         (Arc::new(hub), receiver)
     }
@@ -101,6 +105,16 @@ impl Hub {
     /// A receiver of the count of completed rounds.
     pub fn rounds(&self) -> watch::Receiver<u64> {
         self.rounds.subscribe()
+    }
+
+    /// Notes that something the fleet views show has changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver of the count of changes (see [`Hub::changed`]).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// What the configuration repository last did.
@@ -205,6 +219,7 @@ pub async fn run(
             Err(error) => span.in_scope(|| warn!(%error, "round failed")),
         }
         hub.rounds.send_modify(|n| *n += 1);
+        hub.changed();
     }
 }
 

@@ -122,6 +122,7 @@ pub(crate) async fn note_refusal(api: &AgentApi, cluster: &str, message: &str) {
             if let Err(error) = store.put_cluster(&record).await {
                 warn!(%error, "record the refusal");
             }
+            api.hub.changed();
         }
         Ok(None) => {}
         Err(error) => warn!(%error, "read cluster to record a refusal"),
@@ -320,6 +321,7 @@ async fn renew(api: &AgentApi, mut record: ClusterRecord, bytes: &[u8]) -> Res {
         })?;
     record_issue(&mut record, &issued, now);
     api.hub.store().put_cluster(&record).await?;
+    api.hub.changed();
     api.hub
         .store()
         .record_audit(&audit(
@@ -535,6 +537,7 @@ async fn status(api: &AgentApi, mut record: ClusterRecord, bytes: &[u8]) -> Res 
         record.registration.last_error_at = None;
     }
     store.put_cluster(&record).await?;
+    api.hub.changed();
     if changed {
         api.hub.trigger(Fetch::Missing, "agent");
     }

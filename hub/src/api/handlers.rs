@@ -653,39 +653,7 @@ async fn clusters(state: &ApiState) -> Res {
     Ok(json(StatusCode::OK, &json!({"clusters": clusters})))
 }
 
-/// What a cluster is, in one word: `Revoked`, `Pending` (waits for approval), `Unregistered`
-/// (no agent yet), `Offline` (no report for `offline_after`), `Registered` (an agent has a
-/// certificate but has not reported), or `Online`.
-pub(crate) fn cluster_status(
-    cluster: &ClusterRecord,
-    now: Timestamp,
-    offline_after: std::time::Duration,
-) -> &'static str {
-    let registration = &cluster.registration;
-    if registration.revoked_at.is_some() {
-        return "Revoked";
-    }
-    if registration.cert_serials.is_empty() {
-        return if registration.require_approval && !registration.approved {
-            "Pending"
-        } else {
-            "Unregistered"
-        };
-    }
-    match cluster.last_seen {
-        None => "Registered",
-        Some(seen) => {
-            let silent = now.duration_since(seen);
-            if silent
-                > jiff::SignedDuration::try_from(offline_after).unwrap_or(jiff::SignedDuration::MAX)
-            {
-                "Offline"
-            } else {
-                "Online"
-            }
-        }
-    }
-}
+pub(crate) use crate::fleet::cluster_status;
 
 fn cluster_json(
     cluster: &ClusterRecord,

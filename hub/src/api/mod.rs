@@ -7,6 +7,7 @@
 //! It owns HTTP only: what a request changes goes through the store and `rounds::Hub`.
 
 pub mod error;
+pub(crate) mod events;
 mod handlers;
 pub mod openapi;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
@@ -53,10 +55,16 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-type Body = Full<Bytes>;
+/// Every answer's body: most are one buffer, the event stream is not.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A whole answer in one buffer.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// A JSON response.
-pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -67,7 +75,7 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
 }
 
 fn error_response(error: &ApiError) -> Response<Body> {
-    let mut response = json(error.status, &error.body());
+    let mut response = json(error.status, &error.body()).map(http_body_util::BodyExt::boxed_unsync);
     if error.status == StatusCode::UNAUTHORIZED {
         response
             .headers_mut()
@@ -107,10 +115,12 @@ pub async fn serve(
         };
         let state = state.clone();
         let mut conn_shutdown = shutdown.clone();
+        let request_shutdown = shutdown.clone();
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request, peer).await) }
+                let shutdown = request_shutdown.clone();
+                async move { Ok::<_, Infallible>(handle(&state, request, peer, shutdown).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -152,12 +162,17 @@ pub(crate) async fn drain(mut connections: JoinSet<()>, grace: Duration, listene
     }
 }
 
-async fn handle(state: &ApiState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(
+    state: &ApiState,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = info_span!("request", %method, %path, status = field::Empty, %peer);
     async {
-        let response = match dispatch(state, request).await {
+        let response = match dispatch(state, request, shutdown).await {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
@@ -191,7 +206,8 @@ fn find_route(method: &Method, path: &str) -> Result<(&'static Route, Vec<String
     }
 }
 
-fn authorized(state: &ApiState, headers: &http::HeaderMap) -> bool {
+/// Whether `headers` carry the admin token as a bearer token.
+pub(crate) fn authorized(state: &ApiState, headers: &http::HeaderMap) -> bool {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -206,14 +222,21 @@ fn authorized(state: &ApiState, headers: &http::HeaderMap) -> bool {
 async fn dispatch(
     state: &ApiState,
     request: Request<Incoming>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<Response<Body>, ApiError> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
+    if !path.starts_with("/api/") && path != "/healthz" {
+        return Ok(crate::dashboard::serve(state, request, shutdown).await);
+    }
     let (route, params) = find_route(&method, &path)?;
     // Authentication comes before anything else is looked at, the body included.
     if route.bearer && !authorized(state, request.headers()) {
         return Err(ApiError::unauthorized());
+    }
+    if route.path == "/api/v1/events" {
+        return Ok(events::stream(state.hub.changes(), shutdown));
     }
     let limit = if route.bearer {
         state.max_body_bytes
@@ -253,7 +276,9 @@ async fn dispatch(
         headers: parts.headers,
         body,
     };
-    handlers::route(state, route, call).await
+    handlers::route(state, route, call)
+        .await
+        .map(|response| response.map(http_body_util::BodyExt::boxed_unsync))
 }
 
 /// The SHA-256 of a token as `init` stores it (hex), decoded.

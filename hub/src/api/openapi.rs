@@ -47,6 +47,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/projects", true),
     route(Method::GET, "/api/v1/config-repository", true),
     route(Method::POST, "/api/v1/refresh", true),
+    route(Method::GET, "/api/v1/events", true),
     route(Method::POST, "/api/v1/webhook/{provider}", false),
 ];
 
@@ -200,6 +201,10 @@ pub fn document() -> Value {
             },
             "/api/v1/projects": {"get": {"summary": "declared AppProjects", "responses": ok("projects", json!({}))}},
             "/api/v1/config-repository": {"get": {"summary": "the configuration repository the hub watches: commit applied, warnings, error", "responses": ok("its status", json!({}))}},
+            "/api/v1/events": {"get": {
+                "summary": "server-sent events: `fleet` whenever clusters, applications or their status change (coalesced, at most one per 250 ms), a keep-alive comment every 15 s",
+                "responses": {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "401": {"$ref": "#/components/responses/Error"}}
+            }},
             "/api/v1/refresh": {"post": {"summary": "fetch every repository and reconcile now", "responses": ok("queued", json!({}))}},
             "/api/v1/webhook/{provider}": {"post": {
                 "summary": "push webhook of GitHub, GitLab or Gitea/Forgejo, verified with the webhook secret",

@@ -493,6 +493,8 @@ pub trait Store: Send + Sync {
         at: Timestamp,
     ) -> impl Future<Output = Res<()>> + Send;
     fn problems(&self, cluster: &str) -> impl Future<Output = Res<Vec<Problem>>> + Send;
+    /// Every cluster's publication problems, as (cluster, problem).
+    fn all_problems(&self) -> impl Future<Output = Res<Vec<(String, Problem)>>> + Send;
 
     // Agent status.
     /// Records a report: the latest status per app and object is replaced and the report is
@@ -500,6 +502,9 @@ pub trait Store: Send + Sync {
     /// the last recorded one: a duplicate.
     fn record_status(&self, report: &StatusReport) -> impl Future<Output = Res<bool>> + Send;
     fn app_statuses(&self, cluster: &str) -> impl Future<Output = Res<Vec<AppStatus>>> + Send;
+    /// The latest status of every app on every cluster, as (cluster, status), without the
+    /// objects: what a fleet overview needs in one read.
+    fn fleet_statuses(&self) -> impl Future<Output = Res<Vec<(String, AppStatus)>>> + Send;
     fn status_history(
         &self,
         cluster: &str,

@@ -237,6 +237,21 @@ impl SqliteStore {
         })
     }
 
+    fn app_status_row(row: &SqliteRow, objects: Vec<ObjectStatus>) -> Result<AppStatus, StoreError> {
+        const OP: &str = "read status";
+        Ok(AppStatus {
+            app: get(row, OP, "app")?,
+            generation: get::<Option<i64>>(row, OP, "generation")?
+                .map(|g| to_u64(OP, "generation", g))
+                .transpose()?,
+            revision: get(row, OP, "revision")?,
+            sync: get(row, OP, "sync")?,
+            health: get(row, OP, "health")?,
+            message: get(row, OP, "message")?,
+            objects,
+        })
+    }
+
     fn history_row(row: &SqliteRow) -> Result<HistoryEntry, StoreError> {
         const OP: &str = "read history";
         Ok(HistoryEntry {
@@ -1047,6 +1062,26 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn all_problems(&self) -> Result<Vec<(String, Problem)>, StoreError> {
+        const OP: &str = "read publication problems";
+        sqlx::query("SELECT * FROM publish_problems ORDER BY cluster, app")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query(OP))?
+            .iter()
+            .map(|row| {
+                Ok((
+                    get(row, OP, "cluster")?,
+                    Problem {
+                        app: get(row, OP, "app")?,
+                        message: get(row, OP, "message")?,
+                        kept: get(row, OP, "kept")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     #[instrument(skip_all, fields(cluster = %report.cluster, seq = report.seq))]
     async fn record_status(&self, report: &StatusReport) -> Result<bool, StoreError> {
         const OP: &str = "record status report";
@@ -1131,6 +1166,17 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn fleet_statuses(&self) -> Result<Vec<(String, AppStatus)>, StoreError> {
+        const OP: &str = "read fleet status";
+        sqlx::query("SELECT * FROM app_status ORDER BY cluster, app")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query(OP))?
+            .iter()
+            .map(|row| Ok((get(row, OP, "cluster")?, Self::app_status_row(row, Vec::new())?)))
+            .collect()
+    }
+
     async fn app_statuses(&self, cluster: &str) -> Result<Vec<AppStatus>, StoreError> {
         const OP: &str = "read status";
         let mut objects: BTreeMap<String, Vec<ObjectStatus>> = BTreeMap::new();
@@ -1158,17 +1204,8 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| {
                 let app: String = get(row, OP, "app")?;
-                Ok(AppStatus {
-                    objects: objects.remove(&app).unwrap_or_default(),
-                    app,
-                    generation: get::<Option<i64>>(row, OP, "generation")?
-                        .map(|g| to_u64(OP, "generation", g))
-                        .transpose()?,
-                    revision: get(row, OP, "revision")?,
-                    sync: get(row, OP, "sync")?,
-                    health: get(row, OP, "health")?,
-                    message: get(row, OP, "message")?,
-                })
+                let objects = objects.remove(&app).unwrap_or_default();
+                Self::app_status_row(row, objects)
             })
             .collect()
     }
