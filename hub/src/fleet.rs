@@ -167,7 +167,14 @@ impl Fleet {
         records.sort_by(|a, b| a.name.cmp(&b.name));
         let clusters: Vec<ClusterView> = records
             .iter()
-            .map(|c| ClusterView::new(c, generations.get(c.name.as_str()).copied(), now, offline_after))
+            .map(|c| {
+                ClusterView::new(
+                    c,
+                    generations.get(c.name.as_str()).copied(),
+                    now,
+                    offline_after,
+                )
+            })
             .collect();
         let cluster_index: HashMap<&str, &ClusterView> =
             clusters.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -332,8 +339,11 @@ impl Fleet {
 
     /// Every cluster the application is served to, by cluster name.
     pub fn cells_of_app<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a Cell> + 'a {
-        let mut keys: Vec<&(String, String)> =
-            self.by_app.get(app).map(|v| v.iter().collect()).unwrap_or_default();
+        let mut keys: Vec<&(String, String)> = self
+            .by_app
+            .get(app)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
         keys.sort_by(|a, b| a.1.cmp(&b.1));
         keys.into_iter().filter_map(|k| self.cells.get(k))
     }
@@ -530,9 +540,10 @@ pub fn why(s: &Situation<'_>) -> Option<String> {
             ));
         }
         "Offline" => {
-            let since = cluster
-                .last_seen
-                .map_or_else(|| "its start".to_owned(), |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string());
+            let since = cluster.last_seen.map_or_else(
+                || "its start".to_owned(),
+                |t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            );
             return Some(format!("the agent is offline since {since}"));
         }
         _ => {}
@@ -542,7 +553,10 @@ pub fn why(s: &Situation<'_>) -> Option<String> {
         .as_deref()
         .filter(|e| e.starts_with("the agent refused generation"))
     {
-        return Some(format!("the state was refused by the agent: {}", error.trim_start_matches("the agent refused ")));
+        return Some(format!(
+            "the state was refused by the agent: {}",
+            error.trim_start_matches("the agent refused ")
+        ));
     }
     if let Some(problem) = s.problem {
         return Some(if problem.kept {
@@ -571,13 +585,20 @@ pub fn why(s: &Situation<'_>) -> Option<String> {
     if reported != s.served_revision {
         return Some(format!(
             "the agent still runs revision {}; revision {} is served and not applied yet",
-            if reported.is_empty() { "-" } else { short_revision(reported) },
+            if reported.is_empty() {
+                "-"
+            } else {
+                short_revision(reported)
+            },
             short_revision(s.served_revision)
         ));
     }
     let failed = report.objects.iter().find(|o| o.state == "Failed");
     if let Some(crd) = report.objects.iter().find(|o| waits_for_crd(&o.message)) {
-        return Some(format!("waiting for a CRD: {} ({})", crd.object, crd.message));
+        return Some(format!(
+            "waiting for a CRD: {} ({})",
+            crd.object, crd.message
+        ));
     }
     if waits_for_crd(&report.message) {
         return Some(format!("waiting for a CRD: {}", report.message));
@@ -607,7 +628,9 @@ pub fn why(s: &Situation<'_>) -> Option<String> {
     if report.health != "Healthy" {
         let object = failed.or_else(|| report.objects.iter().find(|o| o.state != "Current"));
         return Some(match (report.health.as_str(), object) {
-            ("Progressing", Some(o)) => format!("waiting for {} to become ready: {}", o.object, o.message),
+            ("Progressing", Some(o)) => {
+                format!("waiting for {} to become ready: {}", o.object, o.message)
+            }
             (_, Some(o)) => format!("health check failing on {}: {}", o.object, o.message),
             (health, None) => format!("the application is {health}"),
         });
@@ -760,7 +783,12 @@ mod tests {
 
     const REV: &str = "0123456789abcdef0123456789abcdef01234567";
 
-    fn why_of(cluster: &ClusterView, report: Option<&AppStatus>, problem: Option<&Problem>, pin: Option<&Pin>) -> Option<String> {
+    fn why_of(
+        cluster: &ClusterView,
+        report: Option<&AppStatus>,
+        problem: Option<&Problem>,
+        pin: Option<&Pin>,
+    ) -> Option<String> {
         why(&Situation {
             cluster,
             served_revision: REV,
@@ -788,7 +816,9 @@ mod tests {
             (
                 why_of(
                     &ClusterView {
-                        last_error: Some("the agent refused generation 4: signature does not verify".to_owned()),
+                        last_error: Some(
+                            "the agent refused generation 4: signature does not verify".to_owned(),
+                        ),
                         ..cluster("Online")
                     },
                     Some(&fine),
@@ -798,35 +828,103 @@ mod tests {
                 "the state was refused by the agent: generation 4: signature does not verify",
             ),
             (
-                why_of(&online, Some(&fine), Some(&Problem { app: "web".into(), message: "helm template: chart not found".into(), kept: true }), None),
+                why_of(
+                    &online,
+                    Some(&fine),
+                    Some(&Problem {
+                        app: "web".into(),
+                        message: "helm template: chart not found".into(),
+                        kept: true,
+                    }),
+                    None,
+                ),
                 "render error, the last good content is still served: helm template: chart not found",
             ),
             (
-                why_of(&online, Some(&fine), None, Some(&Pin {
-                    app: "web".into(), cluster: None, revision: REV.into(), pinned_by: "admin".into(),
-                    pinned_at: "2026-11-28T06:00:00Z".parse().expect("time"),
-                })),
+                why_of(
+                    &online,
+                    Some(&fine),
+                    None,
+                    Some(&Pin {
+                        app: "web".into(),
+                        cluster: None,
+                        revision: REV.into(),
+                        pinned_by: "admin".into(),
+                        pinned_at: "2026-11-28T06:00:00Z".parse().expect("time"),
+                    }),
+                ),
                 "pinned to revision 0123456 by admin",
             ),
-            (why_of(&online, None, None, None), "no report from the agent yet"),
             (
-                why_of(&online, Some(&report("fedcba9876543210fedcba9876543210fedcba98", "Synced", "Healthy", vec![])), None, None),
+                why_of(&online, None, None, None),
+                "no report from the agent yet",
+            ),
+            (
+                why_of(
+                    &online,
+                    Some(&report(
+                        "fedcba9876543210fedcba9876543210fedcba98",
+                        "Synced",
+                        "Healthy",
+                        vec![],
+                    )),
+                    None,
+                    None,
+                ),
                 "the agent still runs revision fedcba9; revision 0123456 is served and not applied yet",
             ),
             (
-                why_of(&online, Some(&report(REV, "Synced", "Progressing", vec![object("InProgress", "CRD is being installed")])), None, None),
+                why_of(
+                    &online,
+                    Some(&report(
+                        REV,
+                        "Synced",
+                        "Progressing",
+                        vec![object("InProgress", "CRD is being installed")],
+                    )),
+                    None,
+                    None,
+                ),
                 "waiting for a CRD: Deployment.apps web/web (CRD is being installed)",
             ),
             (
-                why_of(&online, Some(&AppStatus { message: "not pruned: the prune step exceeds pruneLimit".into(), ..report(REV, "OutOfSync", "Healthy", vec![]) }), None, None),
+                why_of(
+                    &online,
+                    Some(&AppStatus {
+                        message: "not pruned: the prune step exceeds pruneLimit".into(),
+                        ..report(REV, "OutOfSync", "Healthy", vec![])
+                    }),
+                    None,
+                    None,
+                ),
                 "prune held back by the circuit breaker: not pruned: the prune step exceeds pruneLimit",
             ),
             (
-                why_of(&online, Some(&report(REV, "Failed", "Degraded", vec![object("Failed", "field is immutable")])), None, None),
+                why_of(
+                    &online,
+                    Some(&report(
+                        REV,
+                        "Failed",
+                        "Degraded",
+                        vec![object("Failed", "field is immutable")],
+                    )),
+                    None,
+                    None,
+                ),
                 "applying Deployment.apps web/web failed: field is immutable",
             ),
             (
-                why_of(&online, Some(&report(REV, "Synced", "Degraded", vec![object("Failed", "0 of 2 replicas available")])), None, None),
+                why_of(
+                    &online,
+                    Some(&report(
+                        REV,
+                        "Synced",
+                        "Degraded",
+                        vec![object("Failed", "0 of 2 replicas available")],
+                    )),
+                    None,
+                    None,
+                ),
                 "health check failing on Deployment.apps web/web: 0 of 2 replicas available",
             ),
             (
@@ -841,8 +939,11 @@ mod tests {
 
     #[test]
     fn selectors_match_like_kubernetes() {
-        let labels: BTreeMap<String, String> =
-            [("env".to_owned(), "prod".to_owned()), ("region".to_owned(), "east".to_owned())].into();
+        let labels: BTreeMap<String, String> = [
+            ("env".to_owned(), "prod".to_owned()),
+            ("region".to_owned(), "east".to_owned()),
+        ]
+        .into();
         let matches = |s: &str| Selector::parse(s).expect("parses").matches(&labels);
         assert!(matches(""));
         assert!(matches("env=prod"));
@@ -856,8 +957,31 @@ mod tests {
     #[test]
     fn pages_window_a_list() {
         let items: Vec<u32> = (0..10).collect();
-        assert_eq!(Page { offset: 0, limit: 4 }.of(&items), (&items[0..4], Some(4)));
-        assert_eq!(Page { offset: 8, limit: 4 }.of(&items), (&items[8..10], None));
-        assert_eq!(Page { offset: 20, limit: 4 }.of(&items).0.len(), 0);
+        assert_eq!(
+            Page {
+                offset: 0,
+                limit: 4
+            }
+            .of(&items),
+            (&items[0..4], Some(4))
+        );
+        assert_eq!(
+            Page {
+                offset: 8,
+                limit: 4
+            }
+            .of(&items),
+            (&items[8..10], None)
+        );
+        assert_eq!(
+            Page {
+                offset: 20,
+                limit: 4
+            }
+            .of(&items)
+            .0
+            .len(),
+            0
+        );
     }
 }

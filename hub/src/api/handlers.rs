@@ -13,13 +13,13 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::openapi::{self, Route};
-use super::{ApiError, ApiState, Call, json};
+use super::{ApiError, ApiState, Call, actions, json};
 use crate::declarative::{self, Document};
 use crate::publish::stored_payload;
 use crate::rounds::Fetch;
 use crate::store::{
-    AppSetRecord, ApplicationRecord, AuditEntry, ClusterRecord, Origin, Pin, ProjectRecord,
-    RepositoryRecord, Store as _, StoreError,
+    AppSetRecord, ApplicationRecord, AuditEntry, ClusterRecord, Origin, ProjectRecord,
+    RepositoryRecord, Store as _,
 };
 use crate::webhook::{self, Delivery, Provider, WebhookError};
 
@@ -96,15 +96,16 @@ fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
         })
 }
 
-fn audit(action: &str, subject: &str, detail: Value) -> AuditEntry {
-    AuditEntry {
-        at: Timestamp::now(),
+/// The one who acts through the API (the admin token until per-user identities).
+fn actor() -> actions::Actor {
+    actions::Actor {
         who: ADMIN.to_owned(),
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail,
-        source: "api".to_owned(),
+        source: "api",
     }
+}
+
+fn audit(action: &str, subject: &str, detail: Value) -> AuditEntry {
+    actor().audit(action, subject, detail)
 }
 
 async fn apply(state: &ApiState, call: &Call) -> Res {
@@ -406,30 +407,14 @@ struct PinRequest {
 
 async fn pin(state: &ApiState, app: &str, call: &Call) -> Res {
     let request: PinRequest = body(call)?;
-    let pin = Pin {
-        app: app.to_owned(),
-        cluster: request.cluster.clone(),
-        revision: request.revision.clone(),
-        pinned_by: ADMIN.to_owned(),
-        pinned_at: Timestamp::now(),
-    };
-    let entry = audit(
-        "pin",
-        &format!("application {app}"),
-        json!({"revision": request.revision, "cluster": request.cluster}),
-    );
-    match state.hub.store().pin(&pin, &entry).await {
-        Ok(()) => {}
-        Err(error @ StoreError::NotInHistory { .. }) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "revision_not_deployed",
-                error.to_string(),
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    }
-    state.hub.trigger(Fetch::Missing, "api");
+    let pin = actions::rollback(
+        &state.hub,
+        &actor(),
+        app,
+        request.cluster.as_deref(),
+        &request.revision,
+    )
+    .await?;
     Ok(json(
         StatusCode::OK,
         &json!({"app": app, "revision": pin.revision, "cluster": pin.cluster}),
@@ -461,22 +446,7 @@ async fn unpin(state: &ApiState, app: &str, call: &Call) -> Res {
     let cluster = query_params(call, &["cluster"])?
         .remove("cluster")
         .filter(|c| !c.is_empty());
-    let entry = audit(
-        "unpin",
-        &format!("application {app}"),
-        json!({"cluster": cluster}),
-    );
-    if !state
-        .hub
-        .store()
-        .unpin(app, cluster.as_deref(), &entry)
-        .await?
-    {
-        return Err(ApiError::not_found(format!(
-            "application {app} is not pinned"
-        )));
-    }
-    state.hub.trigger(Fetch::Missing, "api");
+    actions::unpin(&state.hub, &actor(), app, cluster.as_deref()).await?;
     Ok(json(
         StatusCode::OK,
         &json!({"app": app, "cluster": cluster}),

@@ -6,6 +6,7 @@
 //!
 //! It owns HTTP only: what a request changes goes through the store and `rounds::Hub`.
 
+pub mod actions;
 pub mod error;
 pub(crate) mod events;
 mod handlers;

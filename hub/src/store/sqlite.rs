@@ -237,7 +237,10 @@ impl SqliteStore {
         })
     }
 
-    fn app_status_row(row: &SqliteRow, objects: Vec<ObjectStatus>) -> Result<AppStatus, StoreError> {
+    fn app_status_row(
+        row: &SqliteRow,
+        objects: Vec<ObjectStatus>,
+    ) -> Result<AppStatus, StoreError> {
         const OP: &str = "read status";
         Ok(AppStatus {
             app: get(row, OP, "app")?,
@@ -1173,7 +1176,12 @@ impl Store for SqliteStore {
             .await
             .map_err(query(OP))?
             .iter()
-            .map(|row| Ok((get(row, OP, "cluster")?, Self::app_status_row(row, Vec::new())?)))
+            .map(|row| {
+                Ok((
+                    get(row, OP, "cluster")?,
+                    Self::app_status_row(row, Vec::new())?,
+                ))
+            })
             .collect()
     }
 

@@ -1,0 +1,124 @@
+//! What a person can do to an application, whichever door they come through (the JSON API
+//! or a dashboard button): roll back (pin), lift a pin, sync now. Each writes the store with
+//! its audit entry and asks for a round; the caller says who acts and from where.
+
+use std::collections::BTreeSet;
+
+use http::StatusCode;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::ApiError;
+use crate::rounds::{Fetch, Hub};
+use crate::store::{AuditEntry, Pin, Store as _, StoreError};
+
+/// Who acts, and through what (`api`, `dashboard`, `cli`).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub who: String,
+    pub source: &'static str,
+}
+
+impl Actor {
+    /// An audit entry of this actor, now.
+    pub fn audit(&self, action: &str, subject: &str, detail: Value) -> AuditEntry {
+        AuditEntry {
+            at: Timestamp::now(),
+            who: self.who.clone(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            detail,
+            source: self.source.to_owned(),
+        }
+    }
+}
+
+/// Holds `app` (on `cluster`, or everywhere) at `revision`, which must be in its history.
+pub async fn rollback(
+    hub: &Hub,
+    actor: &Actor,
+    app: &str,
+    cluster: Option<&str>,
+    revision: &str,
+) -> Result<Pin, ApiError> {
+    let pin = Pin {
+        app: app.to_owned(),
+        cluster: cluster.map(str::to_owned),
+        revision: revision.to_owned(),
+        pinned_by: actor.who.clone(),
+        pinned_at: Timestamp::now(),
+    };
+    let entry = actor.audit(
+        "rollback",
+        &format!("application {app}"),
+        json!({"revision": revision, "cluster": cluster}),
+    );
+    match hub.store().pin(&pin, &entry).await {
+        Ok(()) => {}
+        Err(error @ StoreError::NotInHistory { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "revision_not_deployed",
+                error.to_string(),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    info!(app, cluster, revision, who = %actor.who, "application pinned");
+    hub.trigger(Fetch::Missing, "api");
+    hub.changed();
+    Ok(pin)
+}
+
+/// Lifts the pin of `app` on `cluster` (or its all-cluster pin): it follows Git again.
+pub async fn unpin(
+    hub: &Hub,
+    actor: &Actor,
+    app: &str,
+    cluster: Option<&str>,
+) -> Result<(), ApiError> {
+    let entry = actor.audit(
+        "unpin",
+        &format!("application {app}"),
+        json!({"cluster": cluster}),
+    );
+    if !hub.store().unpin(app, cluster, &entry).await? {
+        return Err(ApiError::not_found(format!(
+            "application {app} is not pinned{}",
+            cluster
+                .map(|c| format!(" on cluster {c}"))
+                .unwrap_or_default()
+        )));
+    }
+    info!(app, cluster, who = %actor.who, "application unpinned");
+    hub.trigger(Fetch::Missing, "api");
+    hub.changed();
+    Ok(())
+}
+
+/// Fetches the repositories `app` renders from and publishes what changed, now.
+pub async fn sync(
+    hub: &Hub,
+    actor: &Actor,
+    app: &str,
+    repos: BTreeSet<String>,
+) -> Result<(), ApiError> {
+    hub.store()
+        .record_audit(&actor.audit(
+            "sync",
+            &format!("application {app}"),
+            json!({"repositories": repos.len()}),
+        ))
+        .await?;
+    info!(app, repositories = repos.len(), who = %actor.who, "sync requested");
+    hub.trigger(
+        if repos.is_empty() {
+            Fetch::All
+        } else {
+            Fetch::Repos(repos)
+        },
+        "api",
+    );
+    Ok(())
+}
