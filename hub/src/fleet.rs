@@ -163,8 +163,6 @@ impl Fleet {
             .iter()
             .map(|s| (s.cluster.as_str(), s.generation))
             .collect();
-        let mut records = records;
-        records.sort_by(|a, b| a.name.cmp(&b.name));
         let clusters: Vec<ClusterView> = records
             .iter()
             .map(|c| {
@@ -280,7 +278,15 @@ impl Fleet {
                 labels: BTreeMap::new(),
             });
         }
+        fleet.finish(clusters, apps);
+        Ok(fleet)
+    }
+
+    /// Sorts, and derives the matrix's columns.
+    fn finish(&mut self, mut clusters: Vec<ClusterView>, mut apps: Vec<AppView>) {
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
         apps.sort_by(|a, b| a.name.cmp(&b.name));
+        let fleet = self;
         let mut columns: BTreeMap<String, Column> = BTreeMap::new();
         for app in &apps {
             let (name, kind) = match &app.generated_by {
@@ -308,7 +314,6 @@ impl Fleet {
         fleet.columns = columns.into_values().collect();
         fleet.apps = apps;
         fleet.clusters = clusters;
-        Ok(fleet)
     }
 
     /// The cell of a matrix column on a cluster.
@@ -317,6 +322,17 @@ impl Fleet {
             .column_cells
             .get(&(column.to_owned(), cluster.to_owned()))?;
         self.cell(app, cluster)
+    }
+
+    /// A fleet from its parts, as [`Fleet::load`] assembles it (for tests and benchmarks of
+    /// the views). Columns follow the applications' `generated_by`.
+    pub fn from_parts(clusters: Vec<ClusterView>, apps: Vec<AppView>, cells: Vec<Cell>) -> Self {
+        let mut fleet = Fleet::default();
+        for cell in cells {
+            fleet.insert(cell);
+        }
+        fleet.finish(clusters, apps);
+        fleet
     }
 
     fn insert(&mut self, cell: Cell) {
