@@ -1,6 +1,9 @@
 //! The Flotilla hub: turns Git into signed, per-cluster desired state and serves it to
 //! agents. It never holds a credential for any cluster and never connects to one.
 
+// The OpenAPI document is one `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod agent_api;
 pub mod api;
 pub mod bundle_build;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::openapi::{self, Route};
-use super::{ApiError, ApiState, Call, actions, json};
+use super::{ApiError, ApiState, Call, actions, apps, json};
 use crate::declarative::{self, Document};
 use crate::publish::stored_payload;
 use crate::rounds::Fetch;
@@ -23,7 +23,7 @@ use crate::store::{
 };
 use crate::webhook::{self, Delivery, Provider, WebhookError};
 
-type Res = Result<Response<Full<Bytes>>, ApiError>;
+pub(super) type Res = Result<Response<Full<Bytes>>, ApiError>;
 
 /// Who acts through the admin token (per-user identities come with the dashboard issue).
 const ADMIN: &str = "admin";
@@ -34,11 +34,29 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
         ("GET", "/healthz") => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
         ("GET", "/api/v1/openapi.json") => Ok(json(StatusCode::OK, &openapi::document())),
         ("POST", "/api/v1/apply") => apply(state, &call).await,
-        ("GET", "/api/v1/applications") => applications(state).await,
-        ("GET", "/api/v1/applications/{name}") => application(state, param(0)).await,
+        ("GET", "/api/v1/applications") => apps::applications(state, &call).await,
+        ("POST", "/api/v1/applications") => apps::create_application(state, &call).await,
+        ("GET", "/api/v1/applications/{name}") => apps::application(state, param(0)).await,
+        ("DELETE", "/api/v1/applications/{name}") => {
+            apps::delete_application(state, param(0)).await
+        }
+        ("POST", "/api/v1/applications/{name}/sync") => apps::sync(state, param(0), &call).await,
+        ("GET", "/api/v1/applications/{name}/history") => {
+            apps::history(state, param(0), &call).await
+        }
+        ("POST", "/api/v1/applications/{name}/rollback") => {
+            apps::rollback(state, param(0), &call).await
+        }
+        ("GET", "/api/v1/applications/{name}/diff") => apps::diff(state, param(0), &call).await,
+        ("GET", "/api/v1/applicationsets") => apps::app_sets(state, &call).await,
+        ("POST", "/api/v1/applicationsets") => apps::put_app_set(state, &call).await,
+        ("GET", "/api/v1/applicationsets/{name}") => apps::app_set(state, param(0)).await,
+        ("DELETE", "/api/v1/applicationsets/{name}") => apps::delete_app_set(state, param(0)).await,
+        ("GET", "/api/v1/clusters/{name}") => apps::cluster(state, param(0)).await,
+        ("GET", "/api/v1/audit") => apps::audit_log(state, &call).await,
         ("POST", "/api/v1/applications/{name}/pin") => pin(state, param(0), &call).await,
         ("DELETE", "/api/v1/applications/{name}/pin") => unpin(state, param(0), &call).await,
-        ("GET", "/api/v1/clusters") => clusters(state).await,
+        ("GET", "/api/v1/clusters") => apps::clusters(state, &call).await,
         ("POST", "/api/v1/clusters") => put_cluster(state, &call).await,
         ("GET", "/api/v1/clusters/{name}/state") => cluster_state(state, param(0)).await,
         ("POST", "/api/v1/clusters/{name}/tokens") => create_token(state, param(0), &call).await,
@@ -77,7 +95,7 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
 }
 
 /// A JSON body into `T`, refusing unknown fields (the message names the field).
-fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(&call.body);
     serde_path_to_error::deserialize(&mut de)
         .map_err(|e| {
@@ -97,18 +115,27 @@ fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
 }
 
 /// The one who acts through the API (the admin token until per-user identities).
-fn actor() -> actions::Actor {
+pub(super) fn actor() -> actions::Actor {
     actions::Actor {
         who: ADMIN.to_owned(),
         source: "api",
     }
 }
 
-fn audit(action: &str, subject: &str, detail: Value) -> AuditEntry {
+pub(super) fn audit(action: &str, subject: &str, detail: Value) -> AuditEntry {
     actor().audit(action, subject, detail)
 }
 
-async fn apply(state: &ApiState, call: &Call) -> Res {
+/// A declared document with its JSON, as the request carried it.
+pub(super) struct Declared {
+    pub spec: Value,
+    pub document: Document,
+    pub name: String,
+}
+
+/// Every document of a YAML or JSON body, checked, with warnings naming unsupported fields.
+/// Nothing is stored.
+pub(super) fn documents(call: &Call) -> Result<(Vec<Declared>, Vec<String>), ApiError> {
     let text = std::str::from_utf8(&call.body)
         .map_err(|_| ApiError::bad_request("request body: not UTF-8 text"))?;
     let mut options = serde_saphyr::Options::default();
@@ -116,7 +143,6 @@ async fn apply(state: &ApiState, call: &Call) -> Res {
     options.legacy_octal_numbers = true;
     let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
         .map_err(|e| ApiError::bad_request(format!("request body: YAML or JSON: {e}")))?;
-    // Every document is checked before anything is stored.
     let mut parsed = Vec::new();
     let mut warnings = Vec::new();
     for (index, value) in values.into_iter().enumerate() {
@@ -133,59 +159,93 @@ async fn apply(state: &ApiState, call: &Call) -> Res {
         for warning in &document.warnings {
             warnings.push(format!("document {index} ({name}): {warning}"));
         }
-        parsed.push((value, document.value, name));
+        parsed.push(Declared {
+            spec: value,
+            document: document.value,
+            name,
+        });
     }
     if parsed.is_empty() {
         return Err(ApiError::bad_request("request body: no documents"));
     }
+    Ok((parsed, warnings))
+}
+
+/// Stores one declared document as the API's, with its audit entry; returns its kind.
+pub(super) async fn store_declared(
+    state: &ApiState,
+    declared: Declared,
+    action: &str,
+) -> Result<&'static str, ApiError> {
     let store = state.hub.store();
     let now = Timestamp::now();
+    let Declared {
+        spec,
+        document,
+        name,
+    } = declared;
+    let kind = match document {
+        Document::Application(app) => {
+            let created_at = store
+                .application(&name)
+                .await?
+                .map_or(now, |existing| existing.created_at);
+            store
+                .put_application(&ApplicationRecord {
+                    name: name.clone(),
+                    project: app.spec.project.clone(),
+                    spec,
+                    origin: Origin::Api,
+                    created_at,
+                    updated_at: now,
+                })
+                .await?;
+            "Application"
+        }
+        Document::ApplicationSet(_) => {
+            let existing = store.app_set(&name).await?;
+            store
+                .put_app_set(&AppSetRecord {
+                    name: name.clone(),
+                    spec,
+                    origin: Origin::Api,
+                    generated: existing
+                        .as_ref()
+                        .map(|s| s.generated.clone())
+                        .unwrap_or_default(),
+                    generator_error: None,
+                    created_at: existing.map_or(now, |s| s.created_at),
+                    updated_at: now,
+                })
+                .await?;
+            "ApplicationSet"
+        }
+        Document::AppProject(_) => {
+            store
+                .put_project(&ProjectRecord {
+                    name: name.clone(),
+                    spec,
+                    origin: Origin::Api,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
+            "AppProject"
+        }
+    };
+    store
+        .record_audit(&audit(action, &format!("{kind} {name}"), json!({})))
+        .await?;
+    Ok(kind)
+}
+
+async fn apply(state: &ApiState, call: &Call) -> Res {
+    // Every document is checked before anything is stored.
+    let (parsed, warnings) = documents(call)?;
     let mut applied = Vec::new();
-    for (spec, document, name) in parsed {
-        let kind = match document {
-            Document::Application(app) => {
-                store
-                    .put_application(&ApplicationRecord {
-                        name: name.clone(),
-                        project: app.spec.project.clone(),
-                        spec,
-                        origin: Origin::Api,
-                        created_at: now,
-                        updated_at: now,
-                    })
-                    .await?;
-                "Application"
-            }
-            Document::ApplicationSet(_) => {
-                store
-                    .put_app_set(&AppSetRecord {
-                        name: name.clone(),
-                        spec,
-                        origin: Origin::Api,
-                        generated: Vec::new(),
-                        generator_error: None,
-                        created_at: now,
-                        updated_at: now,
-                    })
-                    .await?;
-                "ApplicationSet"
-            }
-            Document::AppProject(_) => {
-                store
-                    .put_project(&ProjectRecord {
-                        name: name.clone(),
-                        spec,
-                        origin: Origin::Api,
-                        created_at: now,
-                        updated_at: now,
-                    })
-                    .await?;
-                "AppProject"
-            }
-        };
-        store
-            .record_audit(&audit("apply", &format!("{kind} {name}"), json!({})))
-            .await?;
+    for declared in parsed {
+        let name = declared.name.clone();
+        let kind = store_declared(state, declared, "apply").await?;
         applied.push(json!({"kind": kind, "name": name}));
     }
     info!(
@@ -194,215 +254,19 @@ async fn apply(state: &ApiState, call: &Call) -> Res {
         "configuration applied"
     );
     state.hub.trigger(Fetch::Missing, "api");
+    state.hub.changed();
     Ok(json(
         StatusCode::OK,
         &json!({"applied": applied, "warnings": warnings}),
     ))
 }
 
-/// One application on one cluster: what the served state says and what the agent reported.
-#[derive(Debug, Clone)]
-struct Deployment {
-    app: String,
-    cluster: String,
-    generation: u64,
-    revision: String,
-    blob: String,
-    sync: String,
-    health: String,
-    message: String,
-}
-
-impl Deployment {
-    fn to_json(&self) -> Value {
-        json!({
-            "cluster": self.cluster,
-            "generation": self.generation,
-            "revision": self.revision,
-            "blob": self.blob,
-            "sync": self.sync,
-            "health": self.health,
-            "message": self.message,
-        })
-    }
-}
-
-/// Every application of every served state, with the agents' reports. An agent that has
-/// not reported the served revision yet makes the application `OutOfSync`; no report at all
-/// is `Unknown`.
-async fn deployments(state: &ApiState) -> Result<Vec<Deployment>, ApiError> {
-    let store = state.hub.store();
-    let mut all = Vec::new();
-    for stored in store.latest_states().await? {
-        let Ok(payload) = stored_payload(&stored) else {
-            continue;
-        };
-        let reports: BTreeMap<String, crate::store::AppStatus> = store
-            .app_statuses(&stored.cluster)
-            .await?
-            .into_iter()
-            .map(|s| (s.app.clone(), s))
-            .collect();
-        for app in &payload.apps {
-            let report = reports.get(&app.name);
-            let (sync, health, message) = match report {
-                None => (
-                    "Unknown".to_owned(),
-                    "Unknown".to_owned(),
-                    "no report from the agent yet".to_owned(),
-                ),
-                Some(r) if r.revision.as_deref() != Some(app.source.revision.as_str()) => (
-                    "OutOfSync".to_owned(),
-                    r.health.clone(),
-                    format!(
-                        "the agent runs revision {}, the hub serves {}",
-                        r.revision.as_deref().unwrap_or("-"),
-                        app.source.revision
-                    ),
-                ),
-                Some(r) => (r.sync.clone(), r.health.clone(), r.message.clone()),
-            };
-            all.push(Deployment {
-                app: app.name.clone(),
-                cluster: stored.cluster.clone(),
-                generation: stored.generation,
-                revision: app.source.revision.clone(),
-                blob: app.blob.digest.to_string(),
-                sync,
-                health,
-                message,
-            });
-        }
-    }
-    Ok(all)
-}
-
-async fn applications(state: &ApiState) -> Res {
-    let store = state.hub.store();
-    let mut by_app: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for deployment in deployments(state).await? {
-        by_app
-            .entry(deployment.app.clone())
-            .or_default()
-            .push(deployment.to_json());
-    }
-    let mut apps: Vec<Value> = Vec::new();
-    for app in store.applications().await? {
-        let mut value = application_json(&app);
-        value["clusters"] = Value::Array(by_app.remove(&app.name).unwrap_or_default());
-        apps.push(value);
-    }
-    // Applications an ApplicationSet generated, as the served states carry them.
-    let mut generated_by: BTreeMap<String, String> = BTreeMap::new();
-    for set in store.app_sets().await? {
-        for name in set.generated {
-            generated_by.insert(name, set.name.clone());
-        }
-    }
-    for (name, clusters) in by_app {
-        let project = "";
-        apps.push(json!({
-            "name": name,
-            "project": project,
-            "origin": "generated",
-            "generatedBy": generated_by.get(&name),
-            "clusters": clusters,
-        }));
-    }
-    let sets: Vec<Value> = store
-        .app_sets()
-        .await?
-        .into_iter()
-        .map(|s| app_set_json(&s))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({"applications": apps, "applicationSets": sets}),
-    ))
-}
-
-fn application_json(app: &ApplicationRecord) -> Value {
-    json!({
-        "name": app.name,
-        "project": app.project,
-        "origin": app.origin.as_str(),
-        "spec": app.spec,
-        "updatedAt": app.updated_at.to_string(),
-    })
-}
-
-fn app_set_json(set: &AppSetRecord) -> Value {
-    json!({
-        "name": set.name,
-        "origin": set.origin.as_str(),
-        "generated": set.generated,
-        "generatorError": set.generator_error,
-        "spec": set.spec,
-        "updatedAt": set.updated_at.to_string(),
-    })
-}
-
-async fn application(state: &ApiState, name: &str) -> Res {
-    let store = state.hub.store();
-    let declared = store.application(name).await?;
-    let generated_by: Vec<String> = store
-        .app_sets()
-        .await?
-        .into_iter()
-        .filter(|s| s.generated.iter().any(|g| g == name))
-        .map(|s| s.name)
-        .collect();
-    let deployed: Vec<Value> = deployments(state)
-        .await?
-        .iter()
-        .filter(|d| d.app == name)
-        .map(Deployment::to_json)
-        .collect();
-    if declared.is_none() && generated_by.is_empty() && deployed.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "application {name} is not known"
-        )));
-    }
-    let history: Vec<Value> = store
-        .history(name, 20)
-        .await?
-        .into_iter()
-        .map(|h| {
-            json!({
-                "cluster": h.cluster,
-                "revision": h.revision,
-                "generation": h.generation,
-                "deployedAt": h.deployed_at.to_string(),
-                "deployedBy": h.deployed_by,
-            })
-        })
-        .collect();
-    let pins: Vec<Value> = store
-        .pins()
-        .await?
-        .into_iter()
-        .filter(|p| p.app == name)
-        .map(|p| json!({"cluster": p.cluster, "revision": p.revision, "pinnedBy": p.pinned_by}))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "name": name,
-            "declared": declared.as_ref().map(application_json),
-            "generatedBy": generated_by,
-            "clusters": deployed,
-            "pins": pins,
-            "history": history,
-        }),
-    ))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PinRequest {
-    revision: String,
+pub(super) struct PinRequest {
+    pub revision: String,
     #[serde(default)]
-    cluster: Option<String>,
+    pub cluster: Option<String>,
 }
 
 async fn pin(state: &ApiState, app: &str, call: &Call) -> Res {
@@ -423,7 +287,10 @@ async fn pin(state: &ApiState, app: &str, call: &Call) -> Res {
 
 /// The query parameters of a call, percent-decoded; a parameter not in `known`, or given
 /// twice, is refused by name.
-fn query_params(call: &Call, known: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+pub(super) fn query_params(
+    call: &Call,
+    known: &[&str],
+) -> Result<BTreeMap<String, String>, ApiError> {
     let mut params = BTreeMap::new();
     let query = call.query.as_deref().unwrap_or_default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -604,28 +471,9 @@ async fn projects(state: &ApiState) -> Res {
     Ok(json(StatusCode::OK, &json!({"projects": projects})))
 }
 
-async fn clusters(state: &ApiState) -> Res {
-    let store = state.hub.store();
-    let generations: BTreeMap<String, u64> = store
-        .latest_states()
-        .await?
-        .into_iter()
-        .map(|s| (s.cluster, s.generation))
-        .collect();
-    let now = Timestamp::now();
-    let offline_after = state.agent.config.offline_after;
-    let clusters: Vec<Value> = store
-        .clusters()
-        .await?
-        .iter()
-        .map(|c| cluster_json(c, generations.get(&c.name).copied(), now, offline_after))
-        .collect();
-    Ok(json(StatusCode::OK, &json!({"clusters": clusters})))
-}
-
 pub(crate) use crate::fleet::cluster_status;
 
-fn cluster_json(
+pub(super) fn cluster_json(
     cluster: &ClusterRecord,
     generation: Option<u64>,
     now: Timestamp,

@@ -7,6 +7,7 @@
 //! It owns HTTP only: what a request changes goes through the store and `rounds::Hub`.
 
 pub mod actions;
+mod apps;
 pub mod error;
 pub(crate) mod events;
 mod handlers;
