@@ -207,10 +207,21 @@ pub fn app_reports(
         .iter()
         .map(|app| {
             let failed = failures.get(app.name.as_str());
+            // A prune step the limit refused leaves stale objects: not in sync.
+            let held = sync.changes.entries.iter().find(|c| {
+                c.app == app.name
+                    && c.action == Action::Skipped
+                    && c.message.contains("exceeds pruneLimit")
+            });
             let (sync_state, message) = match failed {
                 Some(failed) => (
                     "Failed",
                     format!("{} objects failed: {}", failed.len(), failed[0].1),
+                ),
+                None if held.is_some() => (
+                    "OutOfSync",
+                    held.map(|c| format!("{} ({})", c.message, c.object))
+                        .unwrap_or_default(),
                 ),
                 None if out_of_sync.contains(&app.name) => (
                     "OutOfSync",
@@ -935,6 +946,30 @@ mod tests {
                 message: "forbidden".into(),
             }],
             "a failed object says why"
+        );
+    }
+
+    #[test]
+    fn a_prune_held_by_the_limit_leaves_the_app_out_of_sync_and_says_so() {
+        let state = state(&["shop"]);
+        let mut sync = SyncReport::default();
+        let stale = object("ConfigMap", "", Some("shop"), "old");
+        sync.changes.record(
+            "shop",
+            &stale,
+            Action::Skipped,
+            "not pruned: the prune step exceeds pruneLimit".into(),
+        );
+        let healths: AppHealths =
+            BTreeMap::from([("shop".to_owned(), (AppHealth::Healthy, vec![]))]);
+        let apps = app_reports(&state, &sync, &BTreeSet::new(), &healths);
+        assert_eq!(
+            (apps[0].sync.as_str(), apps[0].health.as_str()),
+            ("OutOfSync", "Healthy")
+        );
+        assert_eq!(
+            apps[0].message,
+            "not pruned: the prune step exceeds pruneLimit (ConfigMap shop/old)"
         );
     }
 
