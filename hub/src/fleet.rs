@@ -555,6 +555,9 @@ pub fn why(s: &Situation<'_>) -> Option<String> {
                 cluster.name
             ));
         }
+        "Registered" if s.report.is_none() => {
+            return Some("the agent is registered but has not reported yet".to_owned());
+        }
         "Offline" => {
             let since = cluster.last_seen.map_or_else(
                 || "its start".to_owned(),

@@ -7,13 +7,11 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_shared::agent_api::StatusReport;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
+use support::agent::{Agent, register, send};
 use support::git;
 use support::hub_process::{DEADLINE, Serve, init, start, tail};
 
@@ -45,119 +43,6 @@ fn fleet(dir: &Path) -> String {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "first"]);
     git(&repo, &["rev-parse", "HEAD"])
-}
-
-fn ring() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// An agent's key and what it was issued.
-struct Agent {
-    key: rcgen::KeyPair,
-    chain: Option<String>,
-}
-
-impl Agent {
-    fn new() -> Self {
-        Self {
-            key: rcgen::KeyPair::generate().expect("key"),
-            chain: None,
-        }
-    }
-
-    fn csr(&self, cluster: &str) -> String {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cluster);
-        params.subject_alt_names = vec![rcgen::SanType::URI(
-            flotilla_shared::identity::cluster_uri(cluster)
-                .expect("uri")
-                .try_into()
-                .expect("ia5"),
-        )];
-        params
-            .serialize_request(&self.key)
-            .expect("CSR")
-            .pem()
-            .expect("PEM")
-    }
-
-    /// An HTTPS client trusting `ca_pem`, presenting this agent's certificate if it has one.
-    fn client(&self, ca_pem: &str) -> reqwest::Client {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(cert.expect("CA PEM")).expect("root");
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(ring())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots);
-        let config = match &self.chain {
-            Some(chain) => builder
-                .with_client_auth_cert(
-                    CertificateDer::pem_slice_iter(chain.as_bytes())
-                        .collect::<Result<Vec<_>, _>>()
-                        .expect("chain"),
-                    PrivatePkcs8KeyDer::from(self.key.serialize_der()).into(),
-                )
-                .expect("client auth"),
-            None => builder.with_no_client_auth(),
-        };
-        reqwest::Client::builder()
-            .use_preconfigured_tls(config)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client")
-    }
-}
-
-struct Call {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Call {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn message(&self) -> String {
-        self.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Result<Call, String> {
-    let response = request.send().await.map_err(|e| format!("{e:?}"))?;
-    Ok(Call {
-        status: response.status().as_u16(),
-        headers: response.headers().clone(),
-        body: response.bytes().await.map_err(|e| e.to_string())?.to_vec(),
-    })
-}
-
-async fn register(hub: &Serve, ca: &str, agent: &Agent, cluster: &str, token: &str) -> Call {
-    let body = json!({"cluster": cluster, "token": token, "csr": agent.csr(cluster)});
-    send(
-        agent
-            .client(ca)
-            .post(format!("{}/v1/register", hub.agent_base))
-            .header("content-type", "application/json")
-            .body(body.to_string()),
-    )
-    .await
-    .expect("the agent API answers")
 }
 
 async fn token(hub: &Serve, cluster: &str, body: Value) -> String {

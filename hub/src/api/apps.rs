@@ -227,9 +227,10 @@ fn history_json(h: &crate::store::HistoryEntry) -> Value {
     })
 }
 
-/// The one document of a create request, of `kind`.
-fn single(call: &Call, kind: &str) -> Result<Declared, ApiError> {
-    let (mut parsed, _warnings) = documents(call)?;
+/// The one document of a create request, of `kind`, and warnings naming unsupported
+/// fields.
+fn single(call: &Call, kind: &str) -> Result<(Declared, Vec<String>), ApiError> {
+    let (mut parsed, warnings) = documents(call)?;
     if parsed.len() != 1 {
         return Err(ApiError::bad_request(format!(
             "request body: expected one {kind} document, got {}",
@@ -247,7 +248,7 @@ fn single(call: &Call, kind: &str) -> Result<Declared, ApiError> {
             "request body: expected an {kind}, got an {got}"
         )));
     }
-    Ok(declared)
+    Ok((declared, warnings))
 }
 
 fn declared_in_git(kind: &str, name: &str) -> ApiError {
@@ -271,7 +272,7 @@ pub(super) async fn create_application(state: &ApiState, call: &Call) -> Res {
             )));
         }
     };
-    let declared = single(call, "Application")?;
+    let (declared, warnings) = single(call, "Application")?;
     let name = declared.name.clone();
     let store = state.hub.store();
     let existing = store.application(&name).await?;
@@ -306,7 +307,7 @@ pub(super) async fn create_application(state: &ApiState, call: &Call) -> Res {
     };
     Ok(json(
         status,
-        &json!({"kind": "Application", "name": name, "created": existing.is_none()}),
+        &json!({"kind": "Application", "name": name, "created": existing.is_none(), "warnings": warnings}),
     ))
 }
 
@@ -627,7 +628,7 @@ pub(super) async fn app_set(state: &ApiState, name: &str) -> Res {
 
 /// `POST /api/v1/applicationsets`: declares or replaces one ApplicationSet.
 pub(super) async fn put_app_set(state: &ApiState, call: &Call) -> Res {
-    let declared = single(call, "ApplicationSet")?;
+    let (declared, warnings) = single(call, "ApplicationSet")?;
     let name = declared.name.clone();
     let existing = state.hub.store().app_set(&name).await?;
     if existing
@@ -646,7 +647,7 @@ pub(super) async fn put_app_set(state: &ApiState, call: &Call) -> Res {
     };
     Ok(json(
         status,
-        &json!({"kind": "ApplicationSet", "name": name, "created": existing.is_none()}),
+        &json!({"kind": "ApplicationSet", "name": name, "created": existing.is_none(), "warnings": warnings}),
     ))
 }
 

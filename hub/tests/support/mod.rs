@@ -4,6 +4,7 @@
 //! such repositories over HTTPS and SSH; `hub_process` runs `flotilla-hub serve`.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod agent;
 pub mod git_servers;
 pub mod hub_process;
 
