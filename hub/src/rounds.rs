@@ -59,6 +59,9 @@ pub struct Hub {
     /// Counts changes people look at (a round, an agent's report, a registration): the
     /// dashboard's live updates follow it.
     changes: watch::Sender<u64>,
+    /// Apps a sync was asked for since the last round began: they render even with automated
+    /// sync off.
+    sync_requests: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -88,6 +91,7 @@ impl Hub {
             triggers,
             rounds: watch::channel(0).0,
             changes: watch::channel(0).0,
+            sync_requests: std::sync::Mutex::default(),
         };
         (Arc::new(hub), receiver)
     }
@@ -105,6 +109,19 @@ impl Hub {
     /// A receiver of the count of completed rounds.
     pub fn rounds(&self) -> watch::Receiver<u64> {
         self.rounds.subscribe()
+    }
+
+    /// Asks the next round to render `app` even when its automated sync is off.
+    pub fn request_sync(&self, app: &str) {
+        self.sync_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.to_owned());
+    }
+
+    /// The sync requests so far, cleared.
+    fn take_sync_requests(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.sync_requests.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Notes that something the fleet views show has changed.
@@ -269,13 +286,18 @@ pub async fn round(hub: &Hub, fetch: &Fetch) -> Result<(), RoundError> {
         .map(|s| s.cluster)
         .collect();
     let pins = store.pins().await.map_err(RoundError::Clusters)?;
+    let sync = hub.take_sync_requests();
+    if !sync.is_empty() {
+        info!(apps = ?sync, "sync asked for");
+    }
+    let sync = SyncRequests::Apps(sync);
     let reconciliation = hub
         .reconciler
         .reconcile(&ReconcileRequest {
             config: &config,
             clusters: &clusters,
             served: &served,
-            sync: &SyncRequests::None,
+            sync: &sync,
             pins: &pins,
         })
         .await;

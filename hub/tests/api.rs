@@ -933,3 +933,94 @@ async fn declared_too_large(base: &str, method: &str, path: &str, token: &str) -
         .unwrap_or(0);
     (status, text)
 }
+
+/// Argo CD's manual sync: an application without `syncPolicy.automated` is not deployed
+/// and does not follow new commits until `POST …/sync` asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_without_automated_sync_moves_only_when_synced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("fleet");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q"]);
+    let first = commit(&repo, "hello");
+    let data_dir = dir.path().join("data");
+    let admin = init(&data_dir);
+    let api = Api {
+        hub: start(
+            dir.path(),
+            &data_dir,
+            admin,
+            WEBHOOK_SECRET,
+            &[format!("--rewrite={FLEET}={}", repo.display())],
+        ),
+        called: Mutex::new(BTreeSet::new()),
+    };
+    api.ok(
+        "POST",
+        "/api/v1/clusters",
+        Some(json!({"name": "dev"}).to_string()),
+    )
+    .await;
+    let manual = "apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: manual}
+spec:
+  project: default
+  source: {repoURL: 'https://git.example/acme/fleet.git', path: apps/web, targetRevision: main}
+  destination: {name: dev, namespace: web}
+";
+    // An automated twin shows when a round has run.
+    let twin = manual.replace("name: manual", "name: twin") + "  syncPolicy: {automated: {}}\n";
+    let created = api
+        .call(
+            "POST",
+            "/api/v1/apply",
+            Some(format!("{manual}---\n{twin}")),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    api.until(
+        "/api/v1/applications/twin",
+        "the automated twin deployed",
+        |a| cell(a, "dev")["revision"] == first.as_str(),
+    )
+    .await;
+    let app = api.ok("GET", "/api/v1/applications/manual", None).await;
+    assert_eq!(
+        app["clusters"],
+        json!([]),
+        "not deployed before a sync: {app}"
+    );
+
+    api.ok("POST", "/api/v1/applications/manual/sync", None)
+        .await;
+    api.until(
+        "/api/v1/applications/manual",
+        "deployed after the sync",
+        |a| cell(a, "dev")["revision"] == first.as_str(),
+    )
+    .await;
+
+    let second = commit(&repo, "bonjour");
+    api.ok("POST", "/api/v1/refresh", None).await;
+    api.until(
+        "/api/v1/applications/twin",
+        "the twin follows the new commit",
+        |a| cell(a, "dev")["revision"] == second.as_str(),
+    )
+    .await;
+    let app = api.ok("GET", "/api/v1/applications/manual", None).await;
+    assert_eq!(
+        cell(&app, "dev")["revision"],
+        first.as_str(),
+        "a new commit waits for a sync"
+    );
+    api.ok("POST", "/api/v1/applications/manual/sync", None)
+        .await;
+    api.until(
+        "/api/v1/applications/manual",
+        "the new commit after the sync",
+        |a| cell(a, "dev")["revision"] == second.as_str(),
+    )
+    .await;
+}

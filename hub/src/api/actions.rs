@@ -97,7 +97,8 @@ pub async fn unpin(
     Ok(())
 }
 
-/// Fetches the repositories `app` renders from and publishes what changed, now.
+/// Fetches the repositories `app` renders from and publishes what changed, now; an app with
+/// automated sync off renders its target revision this once.
 pub async fn sync(
     hub: &Hub,
     actor: &Actor,
@@ -112,6 +113,7 @@ pub async fn sync(
         ))
         .await?;
     info!(app, repositories = repos.len(), who = %actor.who, "sync requested");
+    hub.request_sync(app);
     hub.trigger(
         if repos.is_empty() {
             Fetch::All
