@@ -419,6 +419,32 @@ impl Bench {
         println!(
             "  RSS after reconcile {after_reconcile_rss:.1} MiB (peak then {after_reconcile_peak:.1} MiB), now {rss:.1} MiB"
         );
+        // What the API and the dashboard read for every fleet view.
+        let cache = flotilla_hub::fleet::ServedCache::default();
+        let load =
+            || flotilla_hub::fleet::Fleet::load_from(store, &cache, Duration::from_secs(90), now);
+        let phase = Instant::now();
+        load().await.context("fleet view")?;
+        let first_load = phase.elapsed();
+        let phase = Instant::now();
+        let fleet = load().await.context("fleet view")?;
+        let loaded = phase.elapsed();
+        let phase = Instant::now();
+        let (rows, columns) = fleet.select(&flotilla_hub::fleet::Filter::default());
+        let cells = rows
+            .iter()
+            .take(50)
+            .flat_map(|r| columns.iter().map(|c| (r.name.clone(), c.name.clone())))
+            .filter(|(row, column)| fleet.column_cell(column, row).is_some())
+            .count();
+        println!(
+            "fleet view: {} cells loaded in {:.0} ms (states decoded), {:.0} ms (states cached); a page of 50 clusters × {} columns ({cells} cells) selected in {:.1} ms",
+            fleet.cells().count(),
+            first_load.as_secs_f64() * 1000.0,
+            loaded.as_secs_f64() * 1000.0,
+            columns.len(),
+            phase.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(())
     }
 }

@@ -6,12 +6,13 @@
 //! [`why`], [`Selector`] and [`Filter`] are pure.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use crate::publish::stored_payload;
-use crate::store::{AppStatus, ClusterRecord, Pin, Problem, Store as _, StoreError};
+use crate::store::{AppStatus, ClusterRecord, Pin, Problem, StoreError};
 
 /// A cluster as the fleet views show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,16 +134,26 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Reads the fleet from the store. `offline_after`: how long a silent agent is still
-    /// online.
+    /// Reads the fleet from the hub's store, with the hub's cache of decoded states.
+    /// `offline_after`: how long a silent agent is still online.
     pub async fn load(
         hub: &crate::rounds::Hub,
         offline_after: Duration,
         now: Timestamp,
     ) -> Result<Self, StoreError> {
-        let store = hub.store();
+        Self::load_from(hub.store(), hub.served_cache(), offline_after, now).await
+    }
+
+    /// [`Fleet::load`] from any store: a handful of queries, and only the states that
+    /// changed since `cache` last saw them are read and decoded.
+    pub async fn load_from(
+        store: &impl crate::store::Store,
+        cache: &ServedCache,
+        offline_after: Duration,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
         let records = store.clusters().await?;
-        let states = store.latest_states().await?;
+        let states = cache.refresh(store).await?;
         let mut reports: HashMap<(String, String), AppStatus> = store
             .fleet_statuses()
             .await?
@@ -179,27 +190,23 @@ impl Fleet {
 
         let mut fleet = Fleet::default();
         for stored in &states {
-            let Ok(payload) = stored_payload(stored) else {
-                tracing::warn!(cluster = %stored.cluster, "stored state unreadable; left out of the fleet view");
-                continue;
-            };
             let Some(cluster) = cluster_index.get(stored.cluster.as_str()) else {
                 continue;
             };
-            for app in &payload.apps {
+            for app in stored.apps.iter() {
                 let key = (app.name.clone(), stored.cluster.clone());
                 let report = reports.remove(&key);
                 let pin = pin_for(&pins, &app.name, &stored.cluster);
                 let (sync, health, message) = match &report {
                     None => ("Unknown".to_owned(), "Unknown".to_owned(), String::new()),
-                    Some(r) if r.revision.as_deref() != Some(app.source.revision.as_str()) => {
+                    Some(r) if r.revision.as_deref() != Some(app.revision.as_str()) => {
                         ("OutOfSync".to_owned(), r.health.clone(), r.message.clone())
                     }
                     Some(r) => (r.sync.clone(), r.health.clone(), r.message.clone()),
                 };
                 let why = why(&Situation {
                     cluster,
-                    served_revision: &app.source.revision,
+                    served_revision: &app.revision,
                     report: report.as_ref(),
                     problem: problems.get(&key),
                     pin,
@@ -208,8 +215,8 @@ impl Fleet {
                     app: app.name.clone(),
                     cluster: stored.cluster.clone(),
                     generation: stored.generation,
-                    revision: app.source.revision.clone(),
-                    blob: app.blob.digest.to_string(),
+                    revision: app.revision.clone(),
+                    blob: app.blob.clone(),
                     sync,
                     health,
                     message,
@@ -508,6 +515,103 @@ fn labels_of(spec: &serde_json::Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What a served state says of one app, as the fleet views need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedApp {
+    pub name: String,
+    pub revision: String,
+    pub blob: String,
+}
+
+/// A cluster's newest state, decoded.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub cluster: String,
+    pub generation: u64,
+    pub apps: Arc<Vec<ServedApp>>,
+}
+
+/// The newest state of every cluster, decoded once per generation: a fleet view reads only
+/// the states that changed since the last one.
+#[derive(Debug, Default)]
+pub struct ServedCache(Mutex<HashMap<String, (u64, Arc<Vec<ServedApp>>)>>);
+
+impl ServedCache {
+    /// The newest state of every cluster, reading and decoding only what changed.
+    pub async fn refresh(
+        &self,
+        store: &impl crate::store::Store,
+    ) -> Result<Vec<Served>, StoreError> {
+        let generations = store.latest_generations().await?;
+        let stale: Vec<&str> = {
+            let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            generations
+                .iter()
+                .filter(|(cluster, generation)| {
+                    cached.get(cluster).is_none_or(|(g, _)| g != generation)
+                })
+                .map(|(cluster, _)| cluster.as_str())
+                .collect()
+        };
+        let mut decoded = Vec::new();
+        if stale.len() > generations.len() / 2 {
+            for stored in store.latest_states().await? {
+                decoded.push((
+                    stored.cluster.clone(),
+                    stored.generation,
+                    Self::decode(&stored),
+                ));
+            }
+        } else {
+            for cluster in stale {
+                if let Some(stored) = store.latest_state(cluster).await? {
+                    decoded.push((
+                        stored.cluster.clone(),
+                        stored.generation,
+                        Self::decode(&stored),
+                    ));
+                }
+            }
+        }
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (cluster, generation, apps) in decoded {
+            cached.insert(cluster, (generation, Arc::new(apps)));
+        }
+        let live: std::collections::HashSet<&str> =
+            generations.iter().map(|(c, _)| c.as_str()).collect();
+        cached.retain(|cluster, _| live.contains(cluster.as_str()));
+        Ok(generations
+            .iter()
+            .filter_map(|(cluster, _)| {
+                let (generation, apps) = cached.get(cluster)?;
+                Some(Served {
+                    cluster: cluster.clone(),
+                    generation: *generation,
+                    apps: apps.clone(),
+                })
+            })
+            .collect())
+    }
+
+    fn decode(stored: &crate::store::StoredState) -> Vec<ServedApp> {
+        match stored_payload(stored) {
+            Ok(payload) => payload
+                .apps
+                .into_iter()
+                .map(|app| ServedApp {
+                    name: app.name,
+                    revision: app.source.revision,
+                    blob: app.blob.digest.to_string(),
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(cluster = %stored.cluster, %error, "stored state unreadable; left out of the fleet view");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// A revision as people read it: a commit's first 7 characters, anything else whole.

@@ -62,6 +62,8 @@ pub struct Hub {
     /// Apps a sync was asked for since the last round began: they render even with automated
     /// sync off.
     sync_requests: std::sync::Mutex<BTreeSet<String>>,
+    /// Decoded served states for the fleet views.
+    served: crate::fleet::ServedCache,
 }
 
 impl std::fmt::Debug for Hub {
@@ -92,6 +94,7 @@ impl Hub {
             rounds: watch::channel(0).0,
             changes: watch::channel(0).0,
             sync_requests: std::sync::Mutex::default(),
+            served: crate::fleet::ServedCache::default(),
         };
         (Arc::new(hub), receiver)
     }
@@ -109,6 +112,11 @@ impl Hub {
     /// A receiver of the count of completed rounds.
     pub fn rounds(&self) -> watch::Receiver<u64> {
         self.rounds.subscribe()
+    }
+
+    /// The fleet views' cache of decoded served states.
+    pub fn served_cache(&self) -> &crate::fleet::ServedCache {
+        &self.served
     }
 
     /// Asks the next round to render `app` even when its automated sync is off.

@@ -463,6 +463,9 @@ pub trait Store: Send + Sync {
     fn cluster_states(&self, cluster: &str) -> impl Future<Output = Res<Vec<StoredState>>> + Send;
     /// The newest state of every cluster that has one.
     fn latest_states(&self) -> impl Future<Output = Res<Vec<StoredState>>> + Send;
+    /// The newest generation of every cluster that has a state, as (cluster, generation):
+    /// what a reader with a cache of decoded states needs to know what changed.
+    fn latest_generations(&self) -> impl Future<Output = Res<Vec<(String, u64)>>> + Send;
     /// Stores a state, its blob references and its history entries in one transaction;
     /// refuses a generation that does not increase and a blob that is not stored. Trims old
     /// states and history to the retention.

@@ -848,6 +848,25 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn latest_generations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        const OP: &str = "list cluster generations";
+        sqlx::query(
+            "SELECT cluster, MAX(generation) AS generation FROM cluster_states
+             GROUP BY cluster ORDER BY cluster",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query(OP))?
+        .iter()
+        .map(|row| {
+            Ok((
+                get(row, OP, "cluster")?,
+                to_u64(OP, "generation", get(row, OP, "generation")?)?,
+            ))
+        })
+        .collect()
+    }
+
     #[instrument(skip_all, fields(cluster = %new.state.cluster, generation = new.state.generation))]
     async fn commit_state(&self, new: &NewState) -> Result<(), StoreError> {
         const OP: &str = "store cluster state";
