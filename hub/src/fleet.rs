@@ -244,7 +244,7 @@ impl Fleet {
                 sync: "OutOfSync".to_owned(),
                 health: "Missing".to_owned(),
                 message: String::new(),
-                why: Some(format!("render failed: {}", problem.message)),
+                why: Some(format!("cannot be published: {}", problem.message)),
                 pinned: None,
             });
         }
@@ -682,13 +682,14 @@ pub fn why(s: &Situation<'_>) -> Option<String> {
         ));
     }
     if let Some(problem) = s.problem {
+        // A render error, a checkout that failed or a project that refuses the app.
         return Some(if problem.kept {
             format!(
-                "render error, the last good content is still served: {}",
+                "the newest revision cannot be published, the last good one is still served: {}",
                 problem.message
             )
         } else {
-            format!("render error: {}", problem.message)
+            format!("cannot be published: {}", problem.message)
         });
     }
     let pinned = s.pin.map(|pin| {
@@ -961,7 +962,7 @@ mod tests {
                     }),
                     None,
                 ),
-                "render error, the last good content is still served: helm template: chart not found",
+                "the newest revision cannot be published, the last good one is still served: helm template: chart not found",
             ),
             (
                 why_of(
