@@ -14,10 +14,13 @@ use crate::output::Format;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  the hub refused or failed the request, or a file or network error
+  1  the hub refused or failed the request (a conflict, a revision never deployed, an
+     application declared in Git or generated), `app sync --wait` timed out, or a file or
+     network error
   2  usage error: unknown command or flag, missing or malformed argument
   3  not logged in, or the hub refused the token (HTTP 401/403)
-  4  not found: the hub does not know the cluster or application named (HTTP 404)";
+  4  not found: the hub does not know the cluster, application, repository or pin named
+     (HTTP 404)";
 
 const LOGIN_HELP: &str = "\
 Checks the token with GET /api/v1/clusters, then stores the hub's URL and the token as a \
@@ -104,6 +107,9 @@ pub struct Global {
     /// The user's home directory.
     #[arg(long, env = "HOME", hide = true)]
     pub home: Option<PathBuf>,
+    /// Never colour diffs (they are coloured only when standard output is a terminal).
+    #[arg(long, global = true, env = "NO_COLOR")]
+    pub no_color: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,15 +130,36 @@ pub enum Command {
     /// counts the YAML documents of that request from 0. Warnings (unsupported fields) go to
     /// standard error.
     Apply(ApplyArgs),
-    /// Applications and where they run.
+    /// Applications: declare, list, inspect, diff, sync, roll back and delete them.
     App {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// ApplicationSets: store them from files and list what they generated.
+    #[command(name = "appset")]
+    AppSet {
+        #[command(subcommand)]
+        command: AppSetCommand,
+    },
+    /// Git repositories the hub fetches, and the credentials it fetches them with.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// The hub's audit log: who changed what, when and from where, newest first.
+    Audit(AuditArgs),
     /// Bundle files: a cluster's signed state for the air gap.
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
+    },
+    /// Print a shell completion script to standard output.
+    ///
+    /// For example `flotilla completion bash > /etc/bash_completion.d/flotilla`, or
+    /// `source <(flotilla completion zsh)` in ~/.zshrc.
+    Completion {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
     },
     /// Print the version of this command line.
     Version,
@@ -212,11 +239,264 @@ pub struct ApplyArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// The largest page the hub serves.
+const MAX_LIMIT: u32 = 1000;
+
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// List applications: one row per application and cluster, with sync and health status
-    /// and the deployed revision.
+    /// List applications: one row per application, with the number of clusters it runs on
+    /// and how many of them are synced and healthy.
+    ///
+    /// Errors of ApplicationSet generators go to standard error. When the hub holds more
+    /// applications than one page (--limit, else the hub's default), a note says so; --all
+    /// fetches every page.
+    List(AppListArgs),
+    /// Show one application: where it comes from and, per cluster, the revision served, its
+    /// sync and health status and, when it is not synced and healthy (or pinned), why.
+    Get {
+        /// The application's name.
+        name: String,
+    },
+    /// Declare an Application (argoproj.io/v1alpha1) in the hub from flags.
+    ///
+    /// The source is a directory of a Git repository (--repo with --path) or a chart of a
+    /// Helm repository (--repo with --chart and --revision, the chart's version). An
+    /// application of that name is refused unless --upsert.
+    Create(AppCreateArgs),
+    /// Show what would change on each cluster: the rendered objects that differ between
+    /// what the agent runs and what the hub serves (or --revision), then the drift the agent
+    /// reported (objects changed in the cluster, and whether they were healed).
+    ///
+    /// Added and removed lines are coloured when standard output is a terminal. Unlike
+    /// diff(1), the exit code is 0 whether or not there are differences.
+    Diff(AppDiffArgs),
+    /// Fetch the application's repositories and publish what changed now, instead of at the
+    /// next poll; with --wait, wait until every cluster is synced and healthy.
+    ///
+    /// While waiting, the progress goes to standard error (one updating line on a terminal,
+    /// a line per change otherwise). When the wait times out, the exit code is 1 and the
+    /// error says why each cluster still waiting is not done.
+    Sync(AppSyncArgs),
+    /// The revisions deployed to each cluster, newest first.
+    History(AppHistoryArgs),
+    /// Pin the application at a revision it has been deployed at (see `app history`), on one
+    /// cluster or on all; it stays there, ignoring new commits, until `app unpin`.
+    Rollback(AppRollbackArgs),
+    /// Lift a pin: the application follows its target revision in Git again.
+    Unpin(AppUnpinArgs),
+    /// Delete an application declared through the API: it leaves every cluster (its objects
+    /// are removed where its sync policy prunes).
+    ///
+    /// Applications declared in the configuration repository or generated by an
+    /// ApplicationSet are refused: change them where they are declared.
+    Rm {
+        /// The application's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppListArgs {
+    /// Only applications of this project.
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// Only applications whose labels match, like env=prod,tier!=db.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// Only applications served to this cluster.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// At most this many applications per page (1 to 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT)))]
+    pub limit: Option<u32>,
+    /// Fetch every page, not only the first.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppCreateArgs {
+    /// The application's name (a DNS subdomain, like guestbook).
+    pub name: String,
+    /// The Git repository (or, with --chart, the Helm repository) to render from.
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+    /// The directory of the Git repository to render (plain YAML, Kustomize or a Helm chart).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "chart",
+        conflicts_with = "chart"
+    )]
+    pub path: Option<String>,
+    /// The chart of the Helm repository --repo to render (needs --revision, its version).
+    #[arg(long, value_name = "CHART")]
+    pub chart: Option<String>,
+    /// The Git branch, tag or commit to follow (default HEAD), or the chart's version.
+    #[arg(long, value_name = "REVISION")]
+    pub revision: Option<String>,
+    /// The cluster to deploy to, as registered with the hub.
+    #[arg(long, value_name = "NAME")]
+    pub dest_cluster: String,
+    /// The namespace of the objects that name none.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub dest_namespace: Option<String>,
+    /// The AppProject the application belongs to.
+    #[arg(long, value_name = "PROJECT", default_value = "default")]
+    pub project: String,
+    /// Deploy new revisions automatically (syncPolicy.automated); without it, only
+    /// `flotilla app sync` deploys.
+    #[arg(long)]
+    pub auto_sync: bool,
+    /// Delete objects that left the source (needs --auto-sync).
+    #[arg(long, requires = "auto_sync")]
+    pub prune: bool,
+    /// Undo changes made in the cluster (needs --auto-sync).
+    #[arg(long, requires = "auto_sync")]
+    pub self_heal: bool,
+    /// Create the destination namespace when it is missing.
+    #[arg(long)]
+    pub create_namespace: bool,
+    /// A label of the application (repeatable), for `app list --selector`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Replace an application of that name declared through the API.
+    #[arg(long)]
+    pub upsert: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppDiffArgs {
+    /// The application's name.
+    pub name: String,
+    /// Compare with this deployed revision (see `app history`) instead of what the hub
+    /// serves now.
+    #[arg(long, value_name = "REVISION")]
+    pub revision: Option<String>,
+    /// Only this cluster.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppSyncArgs {
+    /// The application's name.
+    pub name: String,
+    /// Wait until every cluster of the application is synced and healthy.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (like 90s, 5m or 1h); --timeout bounds each request instead.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = parse_positive,
+        requires = "wait"
+    )]
+    pub wait_timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppHistoryArgs {
+    /// The application's name.
+    pub name: String,
+    /// Only this cluster's deployments.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// At most this many entries (1 to 1000; the hub's default is 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT)))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppRollbackArgs {
+    /// The application's name.
+    pub name: String,
+    /// A revision the application was deployed at (a full commit, as `app history -o json`
+    /// shows it, or a tag or chart version as declared).
+    pub revision: String,
+    /// Only on this cluster (default: on every cluster).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AppUnpinArgs {
+    /// The application's name.
+    pub name: String,
+    /// The cluster whose pin to lift (default: the pin on every cluster).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppSetCommand {
+    /// Store ApplicationSets from YAML or JSON files in the hub, like `flotilla apply`, but
+    /// refuse (before sending anything) a file with any other kind of document.
+    Apply(ApplyArgs),
+    /// List ApplicationSets: how many applications each generated, where it was declared,
+    /// and its generator's error, if any.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Register a Git repository, or replace its credentials and poll interval.
+    ///
+    /// Secrets are read from files (`-`: standard input, for one of them), never from flags,
+    /// and never printed: --git-token-file for an HTTPS bearer token; --username with
+    /// --password-file for HTTPS basic authentication (GitHub: user x-access-token, GitLab:
+    /// user oauth2, with a token as the password); --ssh-key-file with --known-hosts-file for
+    /// SSH. Without any, the repository is fetched anonymously.
+    Add(RepoAddArgs),
+    /// List registered repositories: whether they have credentials and their poll interval.
+    List,
+    /// Unregister a repository and forget its credentials.
+    Rm {
+        /// The repository's URL, as `repo list` shows it.
+        url: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RepoAddArgs {
+    /// The repository's URL (https://, ssh:// or user@host:path); never with a password.
+    pub url: String,
+    /// A file holding an HTTPS access token for the repository.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["username", "ssh_key_file"]
+    )]
+    pub git_token_file: Option<PathBuf>,
+    /// The user name of HTTPS basic authentication (with --password-file).
+    #[arg(
+        long,
+        value_name = "USER",
+        requires = "password_file",
+        conflicts_with = "ssh_key_file"
+    )]
+    pub username: Option<String>,
+    /// A file holding the password (or token) of HTTPS basic authentication.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// A file holding the SSH private key (OpenSSH or PEM), with --known-hosts-file.
+    #[arg(long, value_name = "FILE", requires = "known_hosts_file")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// A known_hosts file naming the server's host key (checked strictly).
+    #[arg(long, value_name = "FILE", requires = "ssh_key_file")]
+    pub known_hosts_file: Option<PathBuf>,
+    /// How often the hub fetches it when no webhook tells it (like 5m; at least 10s; default:
+    /// the hub's --poll-interval).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub poll_interval: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// At most this many entries (1 to 1000; the hub's default is 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LIMIT)))]
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +576,22 @@ pub fn parse_ttl(arg: &str) -> Result<String, String> {
 
 fn parse_timeout(arg: &str) -> Result<Duration, String> {
     parse_positive(arg)
+}
+
+/// A Git repository's URL as the hub takes it (a URL, `user@host:path` or a local path),
+/// trimmed. One with a password is refused without echoing it: secrets come from files.
+/// Commands call it, not clap, whose errors would echo the argument.
+pub fn parse_repo_url(arg: &str) -> Result<String, String> {
+    let url = arg.trim();
+    if url.is_empty() {
+        return Err("the repository URL is empty".to_owned());
+    }
+    if reqwest::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+        return Err(
+            "the repository URL must not carry a password: give it with --password-file".to_owned(),
+        );
+    }
+    Ok(url.to_owned())
 }
 
 fn parse_token(arg: &str) -> Result<Token, String> {

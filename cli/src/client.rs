@@ -1,7 +1,8 @@
 //! The hub's human API over HTTP(S): one blocking reqwest client (rustls, a connect timeout
 //! and a per-request timeout), the bearer token on every request, and the hub's error object
 //! `{"error": {"code", "message"}}` turned into [`ClientError::Api`]. The only module that
-//! talks to the network. Its errors name the method and URL, never the token.
+//! talks to the network. Its errors name the method and URL, never the token. Query values
+//! are percent-encoded here, so a repository URL or a selector cannot change the request.
 
 use std::io::{Read as _, Write};
 use std::time::Duration;
@@ -130,9 +131,10 @@ impl Client {
         Ok(Self { http, api, token })
     }
 
-    /// `/api/v1/<segments>`, each segment percent-encoded, so a name cannot change the path;
-    /// `.`, `..` and empty names, which URLs would resolve away, are refused.
-    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+    /// `/api/v1/<segments>?<query>`, each segment and parameter percent-encoded, so a name
+    /// cannot change the path; `.`, `..` and empty names, which URLs would resolve away, are
+    /// refused.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Url, ClientError> {
         if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
             return Err(ClientError::Name {
                 name: (*bad).to_owned(),
@@ -142,6 +144,10 @@ impl Client {
         url.path_segments_mut()
             .expect("http URLs have segments")
             .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
         Ok(url)
     }
 
@@ -149,9 +155,10 @@ impl Client {
         &self,
         method: Method,
         segments: &[&str],
+        query: &[(&str, String)],
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<(Response, Method, Url), ClientError> {
-        let url = self.url(segments)?;
+        let url = self.url(segments, query)?;
         let request = self
             .http
             .request(method.clone(), url.clone())
@@ -201,9 +208,10 @@ impl Client {
         &self,
         method: Method,
         segments: &[&str],
+        query: &[(&str, String)],
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<Value, ClientError> {
-        let (response, method, url) = self.send(method, segments, |r| {
+        let (response, method, url) = self.send(method, segments, query, |r| {
             build(r.header(ACCEPT, "application/json"))
         })?;
         let mut body = Vec::new();
@@ -230,19 +238,59 @@ impl Client {
     }
 
     pub fn get(&self, segments: &[&str]) -> Result<Value, ClientError> {
-        self.json(Method::GET, segments, |r| r)
+        self.get_query(segments, &[])
+    }
+
+    /// GET with query parameters (`query` holds only the ones given).
+    pub fn get_query(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        self.json(Method::GET, segments, query, |r| r)
     }
 
     pub fn post(&self, segments: &[&str], body: &Value) -> Result<Value, ClientError> {
+        self.post_query(segments, &[], body)
+    }
+
+    pub fn post_query(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        self.with_body(Method::POST, segments, query, body)
+    }
+
+    pub fn put(&self, segments: &[&str], body: &Value) -> Result<Value, ClientError> {
+        self.with_body(Method::PUT, segments, &[], body)
+    }
+
+    pub fn delete(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        self.json(Method::DELETE, segments, query, |r| r)
+    }
+
+    fn with_body(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: &Value,
+    ) -> Result<Value, ClientError> {
         let body = body.to_string();
-        self.json(Method::POST, segments, |r| {
+        self.json(method, segments, query, |r| {
             r.header(CONTENT_TYPE, "application/json").body(body)
         })
     }
 
     /// POSTs YAML text (one or more documents).
     pub fn post_yaml(&self, segments: &[&str], text: String) -> Result<Value, ClientError> {
-        self.json(Method::POST, segments, |r| {
+        self.json(Method::POST, segments, &[], |r| {
             r.header(CONTENT_TYPE, "application/yaml").body(text)
         })
     }
@@ -254,7 +302,7 @@ impl Client {
         out: &mut impl Write,
         limit: u64,
     ) -> Result<u64, ClientError> {
-        let (response, method, url) = self.send(Method::GET, segments, |r| r)?;
+        let (response, method, url) = self.send(Method::GET, segments, &[], |r| r)?;
         let written = std::io::copy(&mut response.take(limit + 1), out).map_err(|source| {
             ClientError::Save {
                 method: method.clone(),
@@ -289,7 +337,10 @@ mod tests {
     #[test]
     fn paths_are_under_api_v1_and_names_are_escaped() {
         let check = |hub: &str, segments: &[&str], expected: &str| {
-            assert_eq!(client(hub).url(segments).expect("valid").as_str(), expected);
+            assert_eq!(
+                client(hub).url(segments, &[]).expect("valid").as_str(),
+                expected
+            );
         };
         check(
             "http://127.0.0.1:1",
@@ -307,9 +358,26 @@ mod tests {
             "https://hub.example.com/api/v1/clusters/..%2Fx%3Fy/bundle",
         );
         for bad in ["..", ".", ""] {
-            let refused = client("https://hub.example.com").url(&["clusters", bad, "approve"]);
+            let refused = client("https://hub.example.com").url(&["clusters", bad, "approve"], &[]);
             assert!(refused.is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn query_parameters_are_escaped() {
+        let url = client("https://hub.example.com")
+            .url(
+                &["repositories"],
+                &[
+                    ("url", "https://git.example/a b.git?x=1&y".to_owned()),
+                    ("selector", "env=prod,tier=web".to_owned()),
+                ],
+            )
+            .expect("valid");
+        assert_eq!(
+            url.as_str(),
+            "https://hub.example.com/api/v1/repositories?url=https%3A%2F%2Fgit.example%2Fa+b.git%3Fx%3D1%26y&selector=env%3Dprod%2Ctier%3Dweb"
+        );
     }
 
     #[test]

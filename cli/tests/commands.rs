@@ -50,7 +50,26 @@ fn help_usage_errors_and_not_logged_in() {
         &["cluster", "label", "east", "env"],
         &["cluster", "token", "create", "east", "--ttl", "soon"],
         &["apply"],
-        &["app", "list", "-o", "yaml"],
+        &["app", "list", "-o", "xml"],
+        &[
+            "app",
+            "create",
+            "web",
+            "--repo",
+            "r",
+            "--dest-cluster",
+            "east",
+        ],
+        &["app", "sync", "web", "--wait-timeout", "1m"],
+        &["app", "list", "--limit", "0"],
+        &[
+            "repo",
+            "add",
+            "https://git.example/x.git",
+            "--username",
+            "bot",
+        ],
+        &["completion", "tcsh"],
         &["bundle", "export", "--cluster", "east"],
         &["--hub", "hub.example.com", "cluster", "list"],
     ] {
@@ -226,17 +245,20 @@ fn login_apply_and_list() {
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "PROJECT", "CLUSTER", "SYNC", "HEALTH", "REVISION"]
+        ["NAME", "PROJECT", "CLUSTERS", "SYNCED", "HEALTHY", "ORIGIN"]
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert!(
-        rows.contains(&vec!["guestbook-staging", "shop", "-", "-", "-", "-"]),
+        rows.contains(&vec!["guestbook-staging", "shop", "0", "0", "0", "api"]),
         "{rows:?}"
     );
     assert!(
-        rows.contains(&vec!["lab-web", "default", "-", "-", "-", "-"]),
+        rows.contains(&vec!["lab-web", "default", "0", "0", "0", "api"]),
         "{rows:?}"
     );
+    // YAML says the same as JSON.
+    let yaml = cli.run(&["app", "list", "-o", "yaml"]).ok();
+    assert!(yaml.stdout.contains("name: lab-web"), "{}", yaml.stdout);
 
     // cluster list: an empty list is still JSON.
     let clusters = cli.run(&["cluster", "list", "-o", "json"]).ok().json();
@@ -544,6 +566,14 @@ spec:
         .expect("a row for web-east")
         .split_whitespace()
         .collect();
-    assert_eq!(row[..3], ["web-east", "default", "east"]);
-    assert_eq!(row[5], &commit[..12]);
+    assert_eq!(row, ["web-east", "default", "1", "0", "0", "appset/web"]);
+    let get = cli.run(&["app", "get", "web-east"]).ok();
+    let east: Vec<&str> = get
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("east "))
+        .expect("a row for east")
+        .split_whitespace()
+        .collect();
+    assert_eq!(east[..2], ["east", &commit[..7]]);
 }

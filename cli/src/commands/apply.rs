@@ -118,8 +118,8 @@ fn warnings(answer: &Value) -> impl Iterator<Item = &str> {
 pub fn apply(client: &Client, format: Format, text: String) -> Result<Report, CommandError> {
     let answer = client.post_yaml(&["apply"], text)?;
     let mut report = match format {
-        Format::Json => Report::out(crate::output::json(&answer)),
         Format::Table => render(&answer),
+        _ => Report::out(crate::output::render(format, &answer, String::new)),
     };
     for warning in warnings(&answer) {
         report.note(format!("warning: {warning}"));

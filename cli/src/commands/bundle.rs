@@ -15,7 +15,7 @@ use super::cluster::AgentApi;
 use super::{CommandError, Report};
 use crate::args::ExportArgs;
 use crate::client::Client;
-use crate::output::{self, Format};
+use crate::output::Format;
 
 /// What a verified bundle holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,18 +86,18 @@ pub fn export(
     file.persist(out)
         .map_err(|e| CommandError::io(writing)(e.error))?;
     let shown = out.display();
-    Ok(Report::out(match format {
-        Format::Json => output::json(&json!({
-            "file": shown.to_string(),
-            "cluster": export.cluster,
-            "generation": summary.generation,
-            "apps": summary.apps,
-            "bytes": bytes,
-        })),
-        Format::Table => format!(
+    let value = json!({
+        "file": shown.to_string(),
+        "cluster": export.cluster,
+        "generation": summary.generation,
+        "apps": summary.apps,
+        "bytes": bytes,
+    });
+    Ok(Report::answer(format, &value, || {
+        format!(
             "wrote {shown} (generation {}, {} apps)\n",
             summary.generation, summary.apps
-        ),
+        )
     }))
 }
 

@@ -180,11 +180,11 @@ pub fn token_create(
     );
     let mut files = vec![ca_file];
     files.extend(key_files);
-    if format == Format::Json {
+    if format != Format::Table {
         let mut value = answer.clone();
         value["helmCommand"] = json!(helm);
         value["files"] = if written { json!(files) } else { json!([]) };
-        return Ok(Report::out(output::json(&value)));
+        return Ok(Report::out(output::render(format, &value, String::new)));
     }
     let expires = answer["expiresAt"].as_str().unwrap_or("-");
     let mut out = format!(

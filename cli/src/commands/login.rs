@@ -7,7 +7,6 @@ use super::{CommandError, Report, config_path, flag_token};
 use crate::args::Global;
 use crate::client::Client;
 use crate::config::{self, Context};
-use crate::output::Format;
 
 pub fn login(global: &Global) -> Result<Report, CommandError> {
     let path = config_path(global)?;
@@ -55,8 +54,8 @@ pub fn login(global: &Global) -> Result<Report, CommandError> {
     config.current_context = Some(name.clone());
     config::save(&path, &config)?;
     let path = path.display().to_string();
-    Ok(Report::out(match global.output {
-        Format::Json => crate::output::json(&json!({"context": name, "hub": hub, "config": path})),
-        Format::Table => format!("logged in to {hub} as context {name} (saved in {path})\n"),
+    let value = json!({"context": name, "hub": hub, "config": path});
+    Ok(Report::answer(global.output, &value, || {
+        format!("logged in to {hub} as context {name} (saved in {path})\n")
     }))
 }

@@ -4,16 +4,26 @@
 
 mod app;
 mod apply;
+mod appset;
+mod audit;
 mod bundle;
 mod cluster;
+mod diff;
+mod history;
 mod login;
+mod repo;
+mod sync;
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
 
+use clap::CommandFactory as _;
 use reqwest::StatusCode;
 
-use crate::args::{AppCommand, Args, BundleCommand, ClusterCommand, Command, Global, TokenCommand};
+use crate::args::{
+    AppCommand, AppSetCommand, Args, BundleCommand, ClusterCommand, Command, Global, RepoCommand,
+    TokenCommand,
+};
 use crate::client::{Client, ClientError};
 use crate::config::{self, ConfigError, Target, Token};
 use crate::output::{self, Format};
@@ -33,12 +43,9 @@ impl Report {
         }
     }
 
-    /// The hub's answer as JSON, or `table` for people.
+    /// The hub's answer as JSON or YAML, or `table` for people.
     fn answer(format: Format, value: &serde_json::Value, table: impl FnOnce() -> String) -> Self {
-        Self::out(match format {
-            Format::Json => output::json(value),
-            Format::Table => table(),
-        })
+        Self::out(output::render(format, value, table))
     }
 
     fn note(&mut self, line: impl AsRef<str>) {
@@ -70,6 +77,9 @@ pub enum CommandError {
     },
     #[error("{0}")]
     Answer(String),
+    /// `app sync --wait` ran out of time; the message says why each cluster is not done.
+    #[error("{0}")]
+    Wait(String),
     #[error("the bundle of cluster {cluster} does not verify against the hub's trusted keys")]
     Bundle {
         cluster: String,
@@ -97,7 +107,11 @@ impl CommandError {
                 Some(StatusCode::NOT_FOUND) => 4,
                 _ => 1,
             },
-            Self::Config(_) | Self::Io { .. } | Self::Answer(_) | Self::Bundle { .. } => 1,
+            Self::Config(_)
+            | Self::Io { .. }
+            | Self::Answer(_)
+            | Self::Wait(_)
+            | Self::Bundle { .. } => 1,
         }
     }
 
@@ -140,12 +154,52 @@ pub fn run(args: Args) -> Result<Report, CommandError> {
             let text = apply::read_inputs(&apply.files, &mut std::io::stdin().lock())?;
             apply::apply(&connect(global)?, global.output, text)
         }
-        Command::App {
-            command: AppCommand::List,
-        } => app::list(&connect(global)?, global.output),
+        Command::App { command } => run_app(global, command),
+        Command::AppSet { command } => match command {
+            AppSetCommand::Apply(apply) => {
+                let text = apply::read_inputs(&apply.files, &mut std::io::stdin().lock())?;
+                appset::apply(&connect(global)?, global.output, text)
+            }
+            AppSetCommand::List => appset::list(&connect(global)?, global.output),
+        },
+        Command::Repo { command } => match command {
+            RepoCommand::Add(add) => repo::add(
+                &connect(global)?,
+                global.output,
+                &add,
+                &mut std::io::stdin().lock(),
+            ),
+            RepoCommand::List => repo::list(&connect(global)?, global.output),
+            RepoCommand::Rm { url } => repo::rm(&connect(global)?, global.output, &url),
+        },
+        Command::Audit(audit) => audit::audit(&connect(global)?, global.output, &audit),
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "flotilla", &mut script);
+            Ok(Report::out(String::from_utf8_lossy(&script).into_owned()))
+        }
         Command::Bundle {
             command: BundleCommand::Export(export),
         } => bundle::export(&connect(global)?, global.output, &export),
+    }
+}
+
+fn run_app(global: &Global, command: AppCommand) -> Result<Report, CommandError> {
+    let client = connect(global)?;
+    let format = global.output;
+    match command {
+        AppCommand::List(list) => app::list(&client, format, &list),
+        AppCommand::Get { name } => app::get(&client, format, &name),
+        AppCommand::Create(create) => app::create(&client, format, &create),
+        AppCommand::Diff(args) => {
+            let color = !global.no_color && std::io::stdout().is_terminal();
+            diff::diff(&client, format, color, &args)
+        }
+        AppCommand::Sync(args) => sync::sync(&client, format, &args),
+        AppCommand::History(args) => history::history(&client, format, &args),
+        AppCommand::Rollback(args) => history::rollback(&client, format, &args),
+        AppCommand::Unpin(args) => history::unpin(&client, format, &args),
+        AppCommand::Rm { name } => app::rm(&client, format, &name),
     }
 }
 
@@ -270,6 +324,7 @@ mod tests {
             },
             1,
         );
+        check(CommandError::Wait("w".to_owned()), 1);
     }
 
     #[test]
