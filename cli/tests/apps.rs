@@ -289,9 +289,13 @@ fn an_application_from_create_to_rm() {
     // A new commit, synced now: the history has both revisions.
     let second = commit(&fleet, "bonjour");
     let sync = cli.run(&["app", "sync", "web"]).ok();
+    // The hub answers once it published: the new revision is already there.
     assert_eq!(
         sync.stdout,
-        "sync of application web requested: the hub fetches its repository and publishes what changed\n"
+        format!(
+            "application web synced: fetched its repository, published revision {} to 1 cluster\n",
+            &second[..7]
+        )
     );
     cli.wait_for(
         &["app", "get", "web", "-o", "json"],

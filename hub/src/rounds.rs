@@ -39,6 +39,8 @@ pub enum Fetch {
 /// A request for a round.
 #[derive(Debug, Clone)]
 pub struct Trigger {
+    /// Rises with every trigger: a round reports the highest it consumed.
+    pub seq: u64,
     pub fetch: Fetch,
     /// Why, for the logs: `start`, `poll`, `webhook`, `api`.
     pub reason: &'static str,
@@ -64,6 +66,10 @@ pub struct Hub {
     sync_requests: std::sync::Mutex<BTreeSet<String>>,
     /// Decoded served states for the fleet views.
     served: crate::fleet::ServedCache,
+    /// The last trigger's sequence number.
+    trigger_seq: std::sync::atomic::AtomicU64,
+    /// The highest trigger sequence number a finished round consumed.
+    done: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -95,6 +101,8 @@ impl Hub {
             changes: watch::channel(0).0,
             sync_requests: std::sync::Mutex::default(),
             served: crate::fleet::ServedCache::default(),
+            trigger_seq: std::sync::atomic::AtomicU64::new(0),
+            done: watch::channel(0).0,
         };
         (Arc::new(hub), receiver)
     }
@@ -103,10 +111,25 @@ impl Hub {
         self.publisher.store()
     }
 
-    /// Asks for a round; never blocks.
-    pub fn trigger(&self, fetch: Fetch, reason: &'static str) {
+    /// Asks for a round; never blocks. Returns the trigger's sequence number, for
+    /// [`Hub::round_done`].
+    pub fn trigger(&self, fetch: Fetch, reason: &'static str) -> u64 {
+        let seq = self
+            .trigger_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         // The receiver only goes away at shutdown, when nothing needs a round any more.
-        let _ignored = self.triggers.send(Trigger { fetch, reason });
+        let _ignored = self.triggers.send(Trigger { seq, fetch, reason });
+        seq
+    }
+
+    /// Waits until a round that consumed trigger `seq` has finished, at most `limit`;
+    /// whether it did.
+    pub async fn round_done(&self, seq: u64, limit: Duration) -> bool {
+        let mut done = self.done.subscribe();
+        tokio::time::timeout(limit, done.wait_for(|d| *d >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// A receiver of the count of completed rounds.
@@ -232,9 +255,11 @@ pub async fn run(
             _ = shutdown.changed() => return,
         };
         let mut fetch = first.fetch;
+        let mut seq = first.seq;
         let mut reasons = BTreeSet::from([first.reason]);
         while let Ok(more) = triggers.try_recv() {
             reasons.insert(more.reason);
+            seq = seq.max(more.seq);
             fetch = merge(fetch, more.fetch);
         }
         let reasons = reasons.into_iter().collect::<Vec<_>>().join(",");
@@ -244,6 +269,7 @@ pub async fn run(
             Err(error) => span.in_scope(|| warn!(%error, "round failed")),
         }
         hub.rounds.send_modify(|n| *n += 1);
+        hub.done.send_modify(|d| *d = (*d).max(seq));
         hub.changed();
     }
 }

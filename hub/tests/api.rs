@@ -550,8 +550,20 @@ async fn every_route_answers_as_documented_and_refuses_bad_input() {
         .call("POST", "/api/v1/applications/tools/sync", None)
         .await;
     assert_eq!(
-        (synced.status, synced.body["repositories"].clone()),
-        (202, json!(1))
+        (
+            synced.status,
+            synced.body["repositories"].clone(),
+            synced.body["published"].clone()
+        ),
+        (200, json!(1), json!(true)),
+        "{}",
+        synced.body
+    );
+    assert_eq!(
+        cell(&synced.body, "dev")["cluster"],
+        "dev",
+        "{}",
+        synced.body
     );
     api.ok(
         "POST",
@@ -992,14 +1004,11 @@ spec:
         "not deployed before a sync: {app}"
     );
 
-    api.ok("POST", "/api/v1/applications/manual/sync", None)
+    // The answer comes once the round published: it already shows the new target.
+    let synced = api
+        .ok("POST", "/api/v1/applications/manual/sync", None)
         .await;
-    api.until(
-        "/api/v1/applications/manual",
-        "deployed after the sync",
-        |a| cell(a, "dev")["revision"] == first.as_str(),
-    )
-    .await;
+    assert_eq!(cell(&synced, "dev")["revision"], first.as_str(), "{synced}");
 
     let second = commit(&repo, "bonjour");
     api.ok("POST", "/api/v1/refresh", None).await;
@@ -1015,12 +1024,12 @@ spec:
         first.as_str(),
         "a new commit waits for a sync"
     );
-    api.ok("POST", "/api/v1/applications/manual/sync", None)
+    let synced = api
+        .ok("POST", "/api/v1/applications/manual/sync", None)
         .await;
-    api.until(
-        "/api/v1/applications/manual",
-        "the new commit after the sync",
-        |a| cell(a, "dev")["revision"] == second.as_str(),
-    )
-    .await;
+    assert_eq!(
+        cell(&synced, "dev")["revision"],
+        second.as_str(),
+        "{synced}"
+    );
 }

@@ -14,6 +14,40 @@ use crate::args::AppSyncArgs;
 use crate::client::Client;
 use crate::output::{self, Format, or_dash};
 
+/// What the hub's answer to a sync says, in one line.
+fn published(name: &str, answer: &Value) -> String {
+    let fetched = match answer["repositories"].as_u64() {
+        Some(1) => "its repository".to_owned(),
+        Some(0) | None => "every repository".to_owned(),
+        Some(n) => format!("its {n} repositories"),
+    };
+    if answer["published"] != true {
+        return format!(
+            "sync of application {name} requested: the hub fetches {fetched} and publishes what changed\n"
+        );
+    }
+    let cells = answer["clusters"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut revisions: Vec<String> = cells
+        .iter()
+        .map(|c| output::short_revision(&c["revision"]))
+        .collect();
+    revisions.sort();
+    revisions.dedup();
+    format!(
+        "application {name} synced: fetched {fetched}, published {} to {} cluster{}\n",
+        if revisions.is_empty() {
+            "nothing".to_owned()
+        } else {
+            format!("revision {}", revisions.join(", "))
+        },
+        cells.len(),
+        if cells.len() == 1 { "" } else { "s" }
+    )
+}
+
 /// How often the application is polled while waiting.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -172,22 +206,21 @@ pub fn sync(client: &Client, format: Format, args: &AppSyncArgs) -> Result<Repor
     let name = args.name.as_str();
     let answer = client.post(&["applications", name, "sync"], &json!({}))?;
     if !args.wait {
-        return Ok(Report::answer(format, &answer, || {
-            format!(
-                "sync of application {name} requested: the hub fetches {} and publishes what changed\n",
-                match answer["repositories"].as_u64() {
-                    Some(1) => "its repository".to_owned(),
-                    Some(0) | None => "every repository".to_owned(),
-                    Some(n) => format!("its {n} repositories"),
-                }
-            )
-        }));
+        return Ok(Report::answer(format, &answer, || published(name, &answer)));
+    }
+    if format == Format::Table {
+        eprint!("{}", published(name, &answer));
     }
     let start = Instant::now();
     let mut display = Display::new();
+    let mut first = true;
     loop {
-        // The hub publishes asynchronously: a first look at once could see the old state.
-        std::thread::sleep(POLL);
+        // The hub answers once its round published (`published: true`); otherwise the round
+        // is still under way and a first look at once could see the old state.
+        if !first || answer["published"] != true {
+            std::thread::sleep(POLL);
+        }
+        first = false;
         let current = client.get(&["applications", name])?;
         let progress = progress(&current);
         if progress.is_done() {

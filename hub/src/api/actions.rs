@@ -98,13 +98,14 @@ pub async fn unpin(
 }
 
 /// Fetches the repositories `app` renders from and publishes what changed, now; an app with
-/// automated sync off renders its target revision this once.
+/// automated sync off renders its target revision this once. Returns the round's trigger
+/// (see [`Hub::round_done`]).
 pub async fn sync(
     hub: &Hub,
     actor: &Actor,
     app: &str,
     repos: BTreeSet<String>,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     hub.store()
         .record_audit(&actor.audit(
             "sync",
@@ -114,13 +115,12 @@ pub async fn sync(
         .await?;
     info!(app, repositories = repos.len(), who = %actor.who, "sync requested");
     hub.request_sync(app);
-    hub.trigger(
+    Ok(hub.trigger(
         if repos.is_empty() {
             Fetch::All
         } else {
             Fetch::Repos(repos)
         },
         "api",
-    );
-    Ok(())
+    ))
 }

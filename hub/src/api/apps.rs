@@ -394,12 +394,25 @@ pub(super) async fn sync(state: &ApiState, name: &str, call: &Call) -> Res {
     };
     let repos = spec.as_ref().map(repositories_of).unwrap_or_default();
     let count = repos.len();
-    actions::sync(&state.hub, &actor(), name, repos).await?;
+    let round = actions::sync(&state.hub, &actor(), name, repos).await?;
+    // The answer waits for the round that fetches and publishes, so that what it shows (and
+    // what a client then waits on) is the new target.
+    if !state.hub.round_done(round, SYNC_ROUND_WAIT).await {
+        return Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({"app": name, "repositories": count, "published": false}),
+        ));
+    }
+    let fleet = fleet(state).await?;
+    let clusters: Vec<Value> = fleet.cells_of_app(name).map(cell_json).collect();
     Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({"app": name, "repositories": count}),
+        StatusCode::OK,
+        &json!({"app": name, "repositories": count, "published": true, "clusters": clusters}),
     ))
 }
+
+/// How long `POST …/sync` waits for its round before it answers 202.
+const SYNC_ROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `GET /api/v1/applications/{name}/history`.
 pub(super) async fn history(state: &ApiState, name: &str, call: &Call) -> Res {

@@ -174,10 +174,10 @@ pub fn document() -> Value {
                 }
             },
             "/api/v1/applications/{name}/sync": {"post": {
-                "summary": "fetch the application's repositories and publish now",
+                "summary": "fetch the application's repositories and publish now (also with automated sync off); answers 200 with the clusters once the round is done, or 202 if it takes over 60 s",
                 "parameters": [app.clone()],
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false}}}},
-                "responses": {"202": {"description": "queued"}, "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
+                "responses": {"200": {"description": "published: where the application runs now"}, "202": {"description": "still under way"}, "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}
             }},
             "/api/v1/applications/{name}/history": {"get": {
                 "summary": "revisions deployed, newest first",
