@@ -536,7 +536,10 @@ pub struct Served {
 /// The newest state of every cluster, decoded once per generation: a fleet view reads only
 /// the states that changed since the last one.
 #[derive(Debug, Default)]
-pub struct ServedCache(Mutex<HashMap<String, (u64, Arc<Vec<ServedApp>>)>>);
+pub struct ServedCache(Mutex<HashMap<String, Decoded>>);
+
+/// A cluster's decoded state and its generation.
+type Decoded = (u64, Arc<Vec<ServedApp>>);
 
 impl ServedCache {
     /// The newest state of every cluster, reading and decoding only what changed.
