@@ -126,11 +126,12 @@ pub struct Fleet {
     pub apps: Vec<AppView>,
     /// The matrix's columns, by name.
     pub columns: Vec<Column>,
-    cells: HashMap<(String, String), Cell>,
-    /// (column, cluster) → the application of the column on the cluster.
-    column_cells: HashMap<(String, String), String>,
-    by_app: BTreeMap<String, Vec<(String, String)>>,
-    by_cluster: BTreeMap<String, Vec<(String, String)>>,
+    /// app → cluster → cell.
+    cells: HashMap<String, HashMap<String, Cell>>,
+    /// column → cluster → the application of the column on the cluster.
+    column_cells: HashMap<String, HashMap<String, String>>,
+    /// cluster → the applications it is served.
+    by_cluster: HashMap<String, Vec<String>>,
 }
 
 impl Fleet {
@@ -228,8 +229,7 @@ impl Fleet {
         // An application that failed to render for a cluster before it was ever served
         // there has no entry in the state, only a problem.
         for ((app, cluster), problem) in &problems {
-            let key = (app.clone(), cluster.clone());
-            if fleet.cells.contains_key(&key) || problem.kept {
+            if fleet.cell(app, cluster).is_some() || problem.kept {
                 continue;
             }
             let Some(view) = cluster_index.get(cluster.as_str()) else {
@@ -267,7 +267,9 @@ impl Fleet {
             .collect();
         let declared_names: std::collections::HashSet<&str> =
             declared.iter().map(|a| a.name.as_str()).collect();
-        for name in fleet.by_app.keys() {
+        let mut served: Vec<&String> = fleet.cells.keys().collect();
+        served.sort();
+        for name in served {
             if declared_names.contains(name.as_str()) {
                 continue;
             }
@@ -310,10 +312,12 @@ impl Fleet {
         }
         for column in columns.values() {
             for app in &column.apps {
-                for (_, cluster) in fleet.by_app.get(app).into_iter().flatten() {
+                for cluster in fleet.cells.get(app).into_iter().flat_map(HashMap::keys) {
                     fleet
                         .column_cells
-                        .entry((column.name.clone(), cluster.clone()))
+                        .entry(column.name.clone())
+                        .or_default()
+                        .entry(cluster.clone())
                         .or_insert_with(|| app.clone());
                 }
             }
@@ -325,9 +329,7 @@ impl Fleet {
 
     /// The cell of a matrix column on a cluster.
     pub fn column_cell(&self, column: &str, cluster: &str) -> Option<&Cell> {
-        let app = self
-            .column_cells
-            .get(&(column.to_owned(), cluster.to_owned()))?;
+        let app = self.column_cells.get(column)?.get(cluster)?;
         self.cell(app, cluster)
     }
 
@@ -343,48 +345,46 @@ impl Fleet {
     }
 
     fn insert(&mut self, cell: Cell) {
-        let key = (cell.app.clone(), cell.cluster.clone());
-        self.by_app
-            .entry(cell.app.clone())
-            .or_default()
-            .push(key.clone());
-        self.by_cluster
-            .entry(cell.cluster.clone())
-            .or_default()
-            .push(key.clone());
-        self.cells.insert(key, cell);
+        let by_cluster = self.by_cluster.entry(cell.cluster.clone()).or_default();
+        let of_app = self.cells.entry(cell.app.clone()).or_default();
+        if !of_app.contains_key(&cell.cluster) {
+            by_cluster.push(cell.app.clone());
+        }
+        of_app.insert(cell.cluster.clone(), cell);
     }
 
     /// The application on the cluster, when the cluster is served it.
     pub fn cell(&self, app: &str, cluster: &str) -> Option<&Cell> {
-        self.cells.get(&(app.to_owned(), cluster.to_owned()))
+        self.cells.get(app)?.get(cluster)
     }
 
     /// Every cluster the application is served to, by cluster name.
     pub fn cells_of_app<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a Cell> + 'a {
-        let mut keys: Vec<&(String, String)> = self
-            .by_app
+        let mut cells: Vec<&Cell> = self
+            .cells
             .get(app)
-            .map(|v| v.iter().collect())
+            .map(|of_app| of_app.values().collect())
             .unwrap_or_default();
-        keys.sort_by(|a, b| a.1.cmp(&b.1));
-        keys.into_iter().filter_map(|k| self.cells.get(k))
+        cells.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        cells.into_iter()
     }
 
     /// Every application served to the cluster, by application name.
     pub fn cells_of_cluster<'a>(&'a self, cluster: &str) -> impl Iterator<Item = &'a Cell> + 'a {
-        let mut keys: Vec<&(String, String)> = self
+        let mut cells: Vec<&Cell> = self
             .by_cluster
             .get(cluster)
-            .map(|v| v.iter().collect())
-            .unwrap_or_default();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        keys.into_iter().filter_map(|k| self.cells.get(k))
+            .into_iter()
+            .flatten()
+            .filter_map(|app| self.cell(app, cluster))
+            .collect();
+        cells.sort_by(|a, b| a.app.cmp(&b.app));
+        cells.into_iter()
     }
 
     /// Every cell.
     pub fn cells(&self) -> impl Iterator<Item = &Cell> {
-        self.cells.values()
+        self.cells.values().flat_map(HashMap::values)
     }
 
     pub fn cluster(&self, name: &str) -> Option<&ClusterView> {

@@ -124,3 +124,64 @@ pub async fn sync(
         "api",
     ))
 }
+
+/// The repositories `app` renders from: its own spec's, or the template's of the
+/// ApplicationSet that generated it. `None`: the app is not known; empty: fetch everything.
+pub async fn repositories_for(hub: &Hub, app: &str) -> Result<Option<BTreeSet<String>>, ApiError> {
+    let store = hub.store();
+    let spec = match store.application(app).await? {
+        Some(declared) => declared.spec.get("spec").cloned(),
+        None => {
+            let Some(set) = store
+                .app_sets()
+                .await?
+                .into_iter()
+                .find(|s| s.generated.iter().any(|g| g == app))
+            else {
+                return Ok(None);
+            };
+            set.spec.pointer("/spec/template/spec").cloned()
+        }
+    };
+    Ok(Some(spec.as_ref().map(repositories_of).unwrap_or_default()))
+}
+
+/// The literal repository URLs of a source spec (`source` and `sources`); a templated one
+/// makes the set empty, which fetches every repository.
+pub fn repositories_of(spec: &Value) -> BTreeSet<String> {
+    let mut urls = BTreeSet::new();
+    let mut templated = false;
+    let sources = spec.get("source").into_iter().chain(
+        spec.get("sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    );
+    for source in sources {
+        if let Some(url) = source.get("repoURL").and_then(Value::as_str) {
+            if url.contains("{{") {
+                templated = true;
+            }
+            if !url.is_empty() {
+                urls.insert(url.to_owned());
+            }
+        }
+    }
+    if templated { BTreeSet::new() } else { urls }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templated_sources_fetch_everything() {
+        let spec = json!({"source": {"repoURL": "https://git.example/a.git"},
+                          "sources": [{"repoURL": "https://git.example/b.git"}]});
+        assert_eq!(repositories_of(&spec).len(), 2);
+        let templated = json!({"source": {"repoURL": "https://git.example/{{name}}.git"}});
+        assert!(repositories_of(&templated).is_empty());
+        assert!(repositories_of(&json!({})).is_empty());
+        assert!(repositories_of(&json!({"source": {"repoURL": ""}})).is_empty());
+    }
+}

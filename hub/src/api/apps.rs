@@ -346,28 +346,6 @@ pub(super) async fn delete_application(state: &ApiState, name: &str) -> Res {
     }
 }
 
-/// The literal repository URLs of a source spec (`source` and `sources`); a templated one
-/// makes the set empty, which fetches every repository.
-fn repositories_of(spec: &Value) -> BTreeSet<String> {
-    let mut urls = BTreeSet::new();
-    let mut templated = false;
-    let sources = spec.get("source").into_iter().chain(
-        spec.get("sources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    for source in sources {
-        if let Some(url) = source.get("repoURL").and_then(Value::as_str) {
-            if url.contains("{{") {
-                templated = true;
-            }
-            urls.insert(url.to_owned());
-        }
-    }
-    if templated { BTreeSet::new() } else { urls }
-}
-
 /// `POST /api/v1/applications/{name}/sync`: fetch its repositories and publish now.
 pub(super) async fn sync(state: &ApiState, name: &str, call: &Call) -> Res {
     #[derive(Debug, Deserialize)]
@@ -376,23 +354,9 @@ pub(super) async fn sync(state: &ApiState, name: &str, call: &Call) -> Res {
     if !call.body.is_empty() {
         let _: SyncRequest = body(call)?;
     }
-    let store = state.hub.store();
-    let spec = match store.application(name).await? {
-        Some(app) => app.spec.get("spec").cloned(),
-        None => {
-            let sets = generated_by(state, name).await?;
-            let Some(set) = sets.first() else {
-                return Err(ApiError::not_found(format!(
-                    "application {name} is not known"
-                )));
-            };
-            store
-                .app_set(set)
-                .await?
-                .and_then(|s| s.spec.pointer("/spec/template/spec").cloned())
-        }
-    };
-    let repos = spec.as_ref().map(repositories_of).unwrap_or_default();
+    let repos = actions::repositories_for(&state.hub, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("application {name} is not known")))?;
     let count = repos.len();
     let round = actions::sync(&state.hub, &actor(), name, repos).await?;
     // The answer waits for the round that fetches and publishes, so that what it shows (and
@@ -828,14 +792,5 @@ mod tests {
             diff.contains("-  x: '1'") && diff.contains("+  x: '2'"),
             "{diff}"
         );
-    }
-
-    #[test]
-    fn templated_sources_fetch_everything() {
-        let spec = json!({"source": {"repoURL": "https://git.example/a.git"},
-                          "sources": [{"repoURL": "https://git.example/b.git"}]});
-        assert_eq!(repositories_of(&spec).len(), 2);
-        let templated = json!({"source": {"repoURL": "https://git.example/{{name}}.git"}});
-        assert!(repositories_of(&templated).is_empty());
     }
 }
