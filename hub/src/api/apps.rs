@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_shared::AppBlob;
 use flotilla_shared::blob::ObjectRef;
-use http::StatusCode;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Bytes;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -298,17 +300,35 @@ pub(super) async fn create_application(state: &ApiState, call: &Call) -> Res {
     }
     store_declared(state, declared, "create application").await?;
     info!(app = %name, "application declared");
+    Ok(declared_answer(
+        state,
+        "Application",
+        &name,
+        existing.is_none(),
+        &warnings,
+    ))
+}
+
+/// After a declaration was stored: asks for a round and says what was stored (201 when
+/// new).
+fn declared_answer(
+    state: &ApiState,
+    kind: &str,
+    name: &str,
+    created: bool,
+    warnings: &[String],
+) -> Response<Full<Bytes>> {
     state.hub.trigger(Fetch::Missing, "api");
     state.hub.changed();
-    let status = if existing.is_some() {
-        StatusCode::OK
-    } else {
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok(json(
+    json(
         status,
-        &json!({"kind": "Application", "name": name, "created": existing.is_none(), "warnings": warnings}),
-    ))
+        &json!({"kind": kind, "name": name, "created": created, "warnings": warnings}),
+    )
 }
 
 /// `DELETE /api/v1/applications/{name}`: the application leaves every cluster (a tombstone
@@ -615,16 +635,12 @@ pub(super) async fn put_app_set(state: &ApiState, call: &Call) -> Res {
         return Err(declared_in_git("ApplicationSet", &name));
     }
     store_declared(state, declared, "put ApplicationSet").await?;
-    state.hub.trigger(Fetch::Missing, "api");
-    state.hub.changed();
-    let status = if existing.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(json(
-        status,
-        &json!({"kind": "ApplicationSet", "name": name, "created": existing.is_none(), "warnings": warnings}),
+    Ok(declared_answer(
+        state,
+        "ApplicationSet",
+        &name,
+        existing.is_none(),
+        &warnings,
     ))
 }
 

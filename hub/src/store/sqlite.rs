@@ -237,6 +237,15 @@ impl SqliteStore {
         })
     }
 
+    fn problem_row(row: &SqliteRow) -> Result<Problem, StoreError> {
+        const OP: &str = "read publication problems";
+        Ok(Problem {
+            app: get(row, OP, "app")?,
+            message: get(row, OP, "message")?,
+            kept: get(row, OP, "kept")?,
+        })
+    }
+
     fn app_status_row(
         row: &SqliteRow,
         objects: Vec<ObjectStatus>,
@@ -1074,13 +1083,7 @@ impl Store for SqliteStore {
             .await
             .map_err(query(OP))?
             .iter()
-            .map(|row| {
-                Ok(Problem {
-                    app: get(row, OP, "app")?,
-                    message: get(row, OP, "message")?,
-                    kept: get(row, OP, "kept")?,
-                })
-            })
+            .map(Self::problem_row)
             .collect()
     }
 
@@ -1091,16 +1094,7 @@ impl Store for SqliteStore {
             .await
             .map_err(query(OP))?
             .iter()
-            .map(|row| {
-                Ok((
-                    get(row, OP, "cluster")?,
-                    Problem {
-                        app: get(row, OP, "app")?,
-                        message: get(row, OP, "message")?,
-                        kept: get(row, OP, "kept")?,
-                    },
-                ))
-            })
+            .map(|row| Ok((get(row, OP, "cluster")?, Self::problem_row(row)?)))
             .collect()
     }
 
