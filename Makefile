@@ -9,7 +9,7 @@ export FLOTILLA_REQUIRE_TOOLS := 1
 E2E_THREADS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help test fmt-check clippy tools unit charts e2e lint deny demo demo-check demo-down bench clean-clusters images
+.PHONY: help test fmt-check clippy tools unit charts e2e lint deny demo demo-check demo-down bench clean-clusters images screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -35,10 +35,18 @@ charts: tools ## Helm charts: lint --strict, values schema, renders (`make e2e` 
 # In the one cluster: the charts' server-side dry run (which also checks their flags against the
 # binaries just built), then the end-to-end tests, which run even when the charts fail; either
 # failing fails the target.
-e2e: tools ## end-to-end tests and the charts' dry run, against a harness cluster started and stopped here
+e2e: tools browser/node_modules ## end-to-end tests (the dashboard's in headless Chromium too) and the charts' dry run, against a harness cluster started and stopped here
 	$(CARGO) build --workspace --bins
 	eval "$$($(CLUSTER) env)" && e2e/with-cluster bash -c 'charts/test dry-run; charts=$$?; "$$@" || exit; exit $$charts' e2e \
 		$(CARGO) test --workspace --test e2e -- --test-threads=$(E2E_THREADS)
+
+# The browser tests' packages (playwright-core, axe-core), as the lock file pins them.
+browser/node_modules: browser/package.json browser/package-lock.json
+	npm ci --prefix browser --no-audit --no-fund
+	@touch $@
+
+screenshots: tools browser/node_modules ## docs/screenshots: a seeded 1,000-cluster × 100-app hub (timed) and the 3-cluster dashboard test
+	browser/screenshots
 
 lint: fmt-check clippy deny ## format check, clippy, cargo-deny and helm lint --strict
 	charts/test lint

@@ -7,6 +7,7 @@
 mod agent_run;
 mod apply;
 mod chart;
+mod dashboard;
 mod drift;
 mod fixtures;
 mod fleet;

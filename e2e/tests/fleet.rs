@@ -197,17 +197,7 @@ async fn a_fleet_registers_syncs_survives_its_hub_and_refuses_what_it_must() -> 
 
     // Three clusters of our own, started at once.
     let names = ["fleet-a", "fleet-b", "fleet-c"];
-    let starts: Vec<_> = names
-        .iter()
-        .map(|name| {
-            let name = (*name).to_owned();
-            tokio::task::spawn_blocking(move || Cluster::start(&name))
-        })
-        .collect();
-    let mut clusters = Vec::new();
-    for start in starts {
-        clusters.push(start.await??);
-    }
+    let clusters = crate::processes::start_clusters(&names).await?;
 
     // The Git repository and the hub.
     let repo = dir.join("fleet");

@@ -339,3 +339,74 @@ spec:
     )?;
     Ok(())
 }
+
+impl Hub {
+    /// [`Hub::start`] with more `serve` arguments (a configuration repository, say).
+    pub fn start_with(&mut self, extra: &[String]) -> anyhow::Result<()> {
+        self.starts += 1;
+        let mut command = Command::new(binary("flotilla-hub")?);
+        command
+            .args(["serve", "--data-dir"])
+            .arg(&self.data)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg(format!("--agent-listen=127.0.0.1:{}", self.agent_port))
+            .arg(format!("--rewrite={FLEET}={}", self.repo.display()))
+            .args(["--poll-interval", "1h", "--offline-after", "20s"])
+            .args(extra)
+            .env("FLOTILLA_HUB_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("RUST_LOG", "info,flotilla_hub=debug");
+        let log = self.dir.join(format!("hub-{}.log", self.starts));
+        let (process, base) = spawn(command, log, "listening on ")?;
+        self.process = Some(process);
+        self.base = base;
+        Ok(())
+    }
+}
+
+/// A `flotilla-agent run` for `cluster` with the admin `kubeconfig`, its state in the
+/// `default` namespace, registering with the bootstrap token in `token_file`; returns the
+/// process and its metrics address.
+pub fn admin_agent(
+    hub: &Hub,
+    cluster: &str,
+    kubeconfig: &Path,
+    token_file: &Path,
+) -> anyhow::Result<(Process, String)> {
+    let mut command = Command::new(binary("flotilla-agent")?);
+    command
+        .arg("run")
+        .args(["--hub", &hub.agent_url()])
+        .arg("--hub-ca")
+        .arg(hub.data.join("ca.crt"))
+        .arg("--trust-key")
+        .arg(hub.data.join("signing.pub"))
+        .args(["--cluster", cluster])
+        .arg("--bootstrap-token-file")
+        .arg(token_file)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--namespace", "default"])
+        .arg("--cache-dir")
+        .arg(hub.dir.join(format!("cache-{cluster}")))
+        .args(["--listen", "127.0.0.1:0", "--holder", cluster])
+        .args(["--poll-wait", "20s", "--heartbeat", "3s"])
+        .env("RUST_LOG", "info,flotilla_agent=debug");
+    let log = hub.dir.join(format!("agent-{cluster}.log"));
+    spawn(command, log, "metrics listening on ")
+}
+
+/// Harness clusters named `names`, started at once.
+pub async fn start_clusters(names: &[&str]) -> anyhow::Result<Vec<flotilla_e2e::Cluster>> {
+    let starts: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let name = (*name).to_owned();
+            tokio::task::spawn_blocking(move || flotilla_e2e::Cluster::start(&name))
+        })
+        .collect();
+    let mut clusters = Vec::new();
+    for start in starts {
+        clusters.push(start.await??);
+    }
+    Ok(clusters)
+}
