@@ -420,7 +420,7 @@ impl Bench {
             "  RSS after reconcile {after_reconcile_rss:.1} MiB (peak then {after_reconcile_peak:.1} MiB), now {rss:.1} MiB"
         );
         // What the API and the dashboard read for every fleet view.
-        let cache = flotilla_hub::fleet::ServedCache::default();
+        let cache = flotilla_hub::fleet::FleetCache::default();
         let load =
             || flotilla_hub::fleet::Fleet::load_from(store, &cache, Duration::from_secs(90), now);
         let phase = Instant::now();

@@ -142,25 +142,20 @@ impl Fleet {
         offline_after: Duration,
         now: Timestamp,
     ) -> Result<Self, StoreError> {
-        Self::load_from(hub.store(), hub.served_cache(), offline_after, now).await
+        Self::load_from(hub.store(), hub.fleet_cache(), offline_after, now).await
     }
 
     /// [`Fleet::load`] from any store: a handful of queries, and only the states that
     /// changed since `cache` last saw them are read and decoded.
     pub async fn load_from(
         store: &impl crate::store::Store,
-        cache: &ServedCache,
+        cache: &FleetCache,
         offline_after: Duration,
         now: Timestamp,
     ) -> Result<Self, StoreError> {
         let records = store.clusters().await?;
-        let states = cache.refresh(store).await?;
-        let mut reports: HashMap<(String, String), AppStatus> = store
-            .fleet_statuses()
-            .await?
-            .into_iter()
-            .map(|(cluster, status)| ((status.app.clone(), cluster), status))
-            .collect();
+        let states = cache.served.refresh(store).await?;
+        let reports = cache.statuses.refresh(store, &records).await?;
         let problems: HashMap<(String, String), Problem> = store
             .all_problems()
             .await?
@@ -195,10 +190,14 @@ impl Fleet {
                 continue;
             };
             for app in stored.apps.iter() {
-                let key = (app.name.clone(), stored.cluster.clone());
-                let report = reports.remove(&key);
+                let report = reports.get(&stored.cluster).and_then(|of_cluster| {
+                    of_cluster
+                        .binary_search_by(|r| r.app.as_str().cmp(&app.name))
+                        .ok()
+                        .map(|i| &of_cluster[i])
+                });
                 let pin = pin_for(&pins, &app.name, &stored.cluster);
-                let (sync, health, message) = match &report {
+                let (sync, health, message) = match report {
                     None => ("Unknown".to_owned(), "Unknown".to_owned(), String::new()),
                     Some(r) if r.revision.as_deref() != Some(app.revision.as_str()) => {
                         ("OutOfSync".to_owned(), r.health.clone(), r.message.clone())
@@ -208,8 +207,13 @@ impl Fleet {
                 let why = why(&Situation {
                     cluster,
                     served_revision: &app.revision,
-                    report: report.as_ref(),
-                    problem: problems.get(&key),
+                    report,
+                    // Problems are rare: no key is built for the common case.
+                    problem: if problems.is_empty() {
+                        None
+                    } else {
+                        problems.get(&(app.name.clone(), stored.cluster.clone()))
+                    },
                     pin,
                 });
                 fleet.insert(Cell {
@@ -531,6 +535,72 @@ pub struct Served {
     pub cluster: String,
     pub generation: u64,
     pub apps: Arc<Vec<ServedApp>>,
+}
+
+/// What fleet views keep between loads: decoded served states and the agents' statuses.
+#[derive(Debug, Default)]
+pub struct FleetCache {
+    pub served: ServedCache,
+    pub statuses: StatusCache,
+}
+
+/// The agents' latest app statuses by cluster (sorted by app, without objects), re-read
+/// only for clusters whose agent reported since: a report moves the cluster's `last_seen`
+/// after its statuses are stored.
+#[derive(Debug, Default)]
+pub struct StatusCache(Mutex<HashMap<String, Statuses>>);
+
+/// A cluster's statuses and the `last_seen` they were read at.
+type Statuses = (Option<Timestamp>, Arc<Vec<AppStatus>>);
+
+impl StatusCache {
+    /// The statuses of every cluster of `clusters`, reading only what changed.
+    pub async fn refresh(
+        &self,
+        store: &impl crate::store::Store,
+        clusters: &[ClusterRecord],
+    ) -> Result<HashMap<String, Arc<Vec<AppStatus>>>, StoreError> {
+        let stale: Vec<&ClusterRecord> = {
+            let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            clusters
+                .iter()
+                .filter(|c| {
+                    cached
+                        .get(&c.name)
+                        .is_none_or(|(seen, _)| *seen != c.last_seen)
+                })
+                .collect()
+        };
+        let mut read: HashMap<String, Vec<AppStatus>> = HashMap::new();
+        if stale.len() > clusters.len() / 2 {
+            for (cluster, status) in store.fleet_statuses().await? {
+                read.entry(cluster).or_default().push(status);
+            }
+        } else {
+            for cluster in &stale {
+                read.insert(
+                    cluster.name.clone(),
+                    store.cluster_statuses(&cluster.name).await?,
+                );
+            }
+        }
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for cluster in stale {
+            let mut statuses = read.remove(&cluster.name).unwrap_or_default();
+            statuses.sort_by(|a, b| a.app.cmp(&b.app));
+            cached.insert(
+                cluster.name.clone(),
+                (cluster.last_seen, Arc::new(statuses)),
+            );
+        }
+        let live: std::collections::HashSet<&str> =
+            clusters.iter().map(|c| c.name.as_str()).collect();
+        cached.retain(|cluster, _| live.contains(cluster.as_str()));
+        Ok(cached
+            .iter()
+            .map(|(cluster, (_, statuses))| (cluster.clone(), statuses.clone()))
+            .collect())
+    }
 }
 
 /// The newest state of every cluster, decoded once per generation: a fleet view reads only

@@ -65,7 +65,7 @@ pub struct Hub {
     /// sync off.
     sync_requests: std::sync::Mutex<BTreeSet<String>>,
     /// Decoded served states for the fleet views.
-    served: crate::fleet::ServedCache,
+    fleet: crate::fleet::FleetCache,
     /// The last trigger's sequence number.
     trigger_seq: std::sync::atomic::AtomicU64,
     /// The highest trigger sequence number a finished round consumed.
@@ -100,7 +100,7 @@ impl Hub {
             rounds: watch::channel(0).0,
             changes: watch::channel(0).0,
             sync_requests: std::sync::Mutex::default(),
-            served: crate::fleet::ServedCache::default(),
+            fleet: crate::fleet::FleetCache::default(),
             trigger_seq: std::sync::atomic::AtomicU64::new(0),
             done: watch::channel(0).0,
         };
@@ -137,9 +137,9 @@ impl Hub {
         self.rounds.subscribe()
     }
 
-    /// The fleet views' cache of decoded served states.
-    pub fn served_cache(&self) -> &crate::fleet::ServedCache {
-        &self.served
+    /// What the fleet views keep between loads.
+    pub fn fleet_cache(&self) -> &crate::fleet::FleetCache {
+        &self.fleet
     }
 
     /// Asks the next round to render `app` even when its automated sync is off.

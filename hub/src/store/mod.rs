@@ -508,6 +508,8 @@ pub trait Store: Send + Sync {
     /// The latest status of every app on every cluster, as (cluster, status), without the
     /// objects: what a fleet overview needs in one read.
     fn fleet_statuses(&self) -> impl Future<Output = Res<Vec<(String, AppStatus)>>> + Send;
+    /// The latest status of every app on one cluster, without the objects.
+    fn cluster_statuses(&self, cluster: &str) -> impl Future<Output = Res<Vec<AppStatus>>> + Send;
     fn status_history(
         &self,
         cluster: &str,

@@ -1182,6 +1182,18 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn cluster_statuses(&self, cluster: &str) -> Result<Vec<AppStatus>, StoreError> {
+        const OP: &str = "read cluster status";
+        sqlx::query("SELECT * FROM app_status WHERE cluster = $1 ORDER BY app")
+            .bind(cluster)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query(OP))?
+            .iter()
+            .map(|row| Self::app_status_row(row, Vec::new()))
+            .collect()
+    }
+
     async fn fleet_statuses(&self) -> Result<Vec<(String, AppStatus)>, StoreError> {
         const OP: &str = "read fleet status";
         sqlx::query("SELECT * FROM app_status ORDER BY cluster, app")
