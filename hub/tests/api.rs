@@ -134,6 +134,24 @@ impl Api {
     }
 }
 
+/// A Git repository with a first commit and a hub serving it (plus `args`): the API, the
+/// repository and the commit.
+fn setup(dir: &std::path::Path, args: &[String]) -> (Api, std::path::PathBuf, String) {
+    let repo = dir.join("fleet");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q"]);
+    let first = commit(&repo, "hello");
+    let data_dir = dir.join("data");
+    let admin = init(&data_dir);
+    let mut all = vec![format!("--rewrite={FLEET}={}", repo.display())];
+    all.extend_from_slice(args);
+    let api = Api {
+        hub: start(dir, &data_dir, admin, WEBHOOK_SECRET, &all),
+        called: Mutex::new(BTreeSet::new()),
+    };
+    (api, repo, first)
+}
+
 fn cell<'a>(app: &'a Value, cluster: &str) -> &'a Value {
     app["clusters"]
         .as_array()
@@ -168,19 +186,9 @@ fn status_report(seq: u64, app: &str, revision: &str, drift: Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_as_documented_and_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = dir.path().join("fleet");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    git(&repo, &["init", "-q"]);
-    let first = commit(&repo, "hello");
-    let data_dir = dir.path().join("data");
-    let admin = init(&data_dir);
-    let hub = start(
+    let (api, repo, first) = setup(
         dir.path(),
-        &data_dir,
-        admin.clone(),
-        WEBHOOK_SECRET,
         &[
-            format!("--rewrite={FLEET}={}", repo.display()),
             // Registered repositories that do not exist: their fetch fails at once.
             format!(
                 "--rewrite=https://git.example/acme/private.git={}",
@@ -193,10 +201,7 @@ async fn every_route_answers_as_documented_and_refuses_bad_input() {
             "--enable-test-hooks".to_owned(),
         ],
     );
-    let api = Api {
-        hub,
-        called: Mutex::new(BTreeSet::new()),
-    };
+    let admin = api.hub.token.clone();
 
     // Clusters: east gets an agent, west has none, dev runs the tools.
     let east_token = api
@@ -951,22 +956,7 @@ async fn declared_too_large(base: &str, method: &str, path: &str, token: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_without_automated_sync_moves_only_when_synced() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = dir.path().join("fleet");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    git(&repo, &["init", "-q"]);
-    let first = commit(&repo, "hello");
-    let data_dir = dir.path().join("data");
-    let admin = init(&data_dir);
-    let api = Api {
-        hub: start(
-            dir.path(),
-            &data_dir,
-            admin,
-            WEBHOOK_SECRET,
-            &[format!("--rewrite={FLEET}={}", repo.display())],
-        ),
-        called: Mutex::new(BTreeSet::new()),
-    };
+    let (api, repo, first) = setup(dir.path(), &[]);
     api.ok(
         "POST",
         "/api/v1/clusters",
