@@ -534,7 +534,8 @@ pub(super) async fn diff(state: &ApiState, name: &str, call: &Call) -> Res {
     let store = state.hub.store();
     let mut clusters = Vec::new();
     for cell in cells {
-        let reports = store.app_statuses(&cell.cluster).await?;
+        // Only the revision the agent runs is needed: the statuses without their objects.
+        let reports = store.cluster_statuses(&cell.cluster).await?;
         let running = reports
             .iter()
             .find(|r| r.app == name)
