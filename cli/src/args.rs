@@ -148,6 +148,14 @@ pub enum Command {
     },
     /// The hub's audit log: who changed what, when and from where, newest first.
     Audit(AuditArgs),
+    /// Who the token of the current context stands for: its name, kind and grants.
+    Whoami,
+    /// API tokens: scoped by grants (ROLE or ROLE:PROJECT), expiring, revocable. Creating,
+    /// listing and revoking them takes an admin.
+    Token {
+        #[command(subcommand)]
+        command: ApiTokenCommand,
+    },
     /// Bundle files: a cluster's signed state for the air gap.
     Bundle {
         #[command(subcommand)]
@@ -490,6 +498,35 @@ pub struct RepoAddArgs {
     /// the hub's --poll-interval).
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub poll_interval: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Create an API token and print it once, alone on standard output (the hub keeps only
+    /// its SHA-256). For example `flotilla token create ci-shop --grant maintainer:shop
+    /// --expires-in 90d > ci-shop.token`.
+    Create(ApiTokenCreateArgs),
+    /// List the API tokens: id, name, grants, state (active, expired, revoked), expiry.
+    List,
+    /// Revoke an API token by its id: it is refused from the next request on.
+    Revoke {
+        /// The token's id (from `flotilla token list`).
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiTokenCreateArgs {
+    /// A name for the token: 1 to 63 letters, digits, '-', '_' or '.'; the audit log calls
+    /// its holder token:NAME.
+    pub name: String,
+    /// A grant: admin, maintainer:PROJECT, viewer:PROJECT, or maintainer/viewer of every
+    /// project (repeatable).
+    #[arg(long = "grant", value_name = "ROLE[:PROJECT]", required = true)]
+    pub grants: Vec<String>,
+    /// How long it works: 90m, 12h, 30d (the hub's default 30d, at most 366d).
+    #[arg(long, value_name = "LIFETIME")]
+    pub expires_in: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -577,3 +577,99 @@ spec:
         .collect();
     assert_eq!(east[..2], ["east", &commit[..7]]);
 }
+
+#[test]
+fn api_tokens_whoami_and_roles() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hub = Hub::start(dir.path(), &[]);
+    let cli = Cli::new(dir.path());
+    cli.login(&hub);
+
+    let me = cli.run(&["whoami"]).ok();
+    assert_eq!(me.stdout, "admin (local-admin): admin\n");
+
+    // The token alone on standard output, what it is on standard error.
+    let made = cli
+        .run(&[
+            "token",
+            "create",
+            "ci-shop",
+            "--grant",
+            "viewer:shop",
+            "--expires-in",
+            "2h",
+        ])
+        .ok();
+    let token = made.stdout.trim().to_owned();
+    assert!(
+        token.starts_with("flt_") && !token.contains(' '),
+        "{}",
+        made.stdout
+    );
+    assert!(
+        made.stderr.contains("API token ci-shop") && made.stderr.contains("viewer:shop"),
+        "{}",
+        made.stderr
+    );
+
+    let list = cli.run(&["token", "list"]).ok();
+    assert!(list.stdout.starts_with("ID"), "{}", list.stdout);
+    assert!(list.stdout.contains("ci-shop") && list.stdout.contains("active"));
+    assert!(!list.stdout.contains(&token), "a token is shown once");
+    let listed = cli.run(&["token", "list", "-o", "json"]).ok().json();
+    let id = listed["tokens"][0]["id"].as_str().expect("id").to_owned();
+
+    // Another context with the new token: a viewer may read, not change, and not list tokens.
+    let viewer = Cli::new(&dir.path().join("viewer"));
+    viewer
+        .run_with(
+            viewer
+                .command()
+                .args(["login", "--hub", &hub.url, "--token-file", "-"]),
+            Some(&format!("{token}\n")),
+        )
+        .ok();
+    let me = viewer.run(&["whoami"]).ok();
+    assert!(
+        me.stdout
+            .starts_with("token:ci-shop (token): viewer:shop, until "),
+        "{}",
+        me.stdout
+    );
+    let refused = viewer.run(&["token", "list"]).expect_code(3);
+    assert!(
+        refused
+            .stderr
+            .contains("token:ci-shop (viewer:shop) may not GET /api/v1/tokens"),
+        "{}",
+        refused.stderr
+    );
+    let refused = viewer.run(&["cluster", "approve", "east"]).expect_code(3);
+    assert!(
+        refused.stderr.contains("may not POST"),
+        "{}",
+        refused.stderr
+    );
+
+    // Revoked: the viewer's context is refused from then on.
+    let revoked = cli.run(&["token", "revoke", &id]).ok();
+    assert!(
+        revoked.stdout.contains("API token ci-shop"),
+        "{}",
+        revoked.stdout
+    );
+    let gone = viewer.run(&["whoami"]).expect_code(3);
+    assert!(gone.stderr.contains("was revoked at"), "{}", gone.stderr);
+    cli.run(&["token", "revoke", &id]).expect_code(1);
+    cli.run(&["token", "create", "x", "--grant", "root"])
+        .expect_code(2);
+
+    // The audit log says who and from where.
+    let audit = cli.run(&["audit"]).ok();
+    assert!(audit.stdout.contains("FROM"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("revoke API token") && audit.stdout.contains("127.0.0.1:"));
+    assert!(
+        !cli.outputs().contains(&hub.token),
+        "the admin token is never printed"
+    );
+}

@@ -133,11 +133,42 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub render: RenderArgs,
     #[command(flatten)]
+    pub oidc: OidcArgs,
+    #[command(flatten)]
     pub failpoints: FailpointArgs,
     /// Ids of the arguments given by flag or environment (they win over the config file);
     /// filled in by `cli::parse`.
     #[arg(skip)]
     pub explicit: BTreeSet<String>,
+}
+
+/// Single sign-on for the dashboard (OpenID Connect, authorization code with PKCE).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Single sign-on")]
+pub struct OidcArgs {
+    /// The OpenID Connect issuer (its discovery document is ISSUER/.well-known/openid-configuration).
+    /// Without it the dashboard takes tokens only.
+    #[arg(long, env = "FLOTILLA_HUB_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The client id registered at the issuer.
+    #[arg(long, env = "FLOTILLA_HUB_OIDC_CLIENT_ID", default_value = "flotilla")]
+    pub oidc_client_id: String,
+    /// A file holding the client's secret (none: a public client, PKCE only).
+    #[arg(long, env = "FLOTILLA_HUB_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The dashboard's /auth/callback as browsers reach it, registered at the issuer
+    /// [default: http://LISTEN/auth/callback].
+    #[arg(long, env = "FLOTILLA_HUB_OIDC_REDIRECT_URL")]
+    pub oidc_redirect_url: Option<String>,
+    /// Maps a group of the ID token's `groups` claim to a role: GROUP=admin,
+    /// GROUP=maintainer:PROJECT, GROUP=viewer (every project) — repeatable. People in no
+    /// mapped group cannot sign in.
+    #[arg(
+        long = "oidc-group",
+        env = "FLOTILLA_HUB_OIDC_GROUPS",
+        value_delimiter = ','
+    )]
+    pub oidc_groups: Vec<String>,
 }
 
 /// The config file: the same settings as the flags, all optional.
@@ -211,6 +242,8 @@ pub struct ServeConfig {
     pub rewrite_rules: Vec<(String, String)>,
     pub config_source: Option<ConfigSource>,
     pub git_ca_file: Option<PathBuf>,
+    /// Flags and environment only (not the config file).
+    pub oidc: OidcArgs,
 }
 
 impl ServeConfig {
@@ -270,6 +303,7 @@ impl ServeConfig {
         .filter(|s| !s.is_empty())
         .map(SecretString::from);
         Ok(Self {
+            oidc: args.oidc.clone(),
             data_dir: args.data_dir.clone(),
             listen: pick(given("listen"), args.listen, file.listen),
             agent_listen: pick(given("agent_listen"), args.agent_listen, file.agent_listen),

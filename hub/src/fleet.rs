@@ -342,6 +342,29 @@ impl Fleet {
         fleet.clusters = clusters;
     }
 
+    /// The fleet as someone who sees only the projects `keep` accepts sees it: every cluster,
+    /// the applications (and their cells and columns) of those projects alone.
+    pub fn only_projects(self, keep: impl Fn(&str) -> bool) -> Fleet {
+        let Fleet {
+            clusters,
+            apps,
+            mut cells,
+            ..
+        } = self;
+        let apps: Vec<AppView> = apps.into_iter().filter(|a| keep(&a.project)).collect();
+        let kept: std::collections::HashSet<&str, foldhash::fast::RandomState> =
+            apps.iter().map(|a| a.name.as_str()).collect();
+        cells.retain(|app, _| kept.contains(app.as_str()));
+        let mut fleet = Fleet::default();
+        let mut all: Vec<Cell> = cells.into_values().flat_map(HashMap::into_values).collect();
+        all.sort_by(|a, b| (&a.cluster, &a.app).cmp(&(&b.cluster, &b.app)));
+        for cell in all {
+            fleet.insert(cell);
+        }
+        fleet.finish(clusters, apps);
+        fleet
+    }
+
     /// The cell of a matrix column on a cluster.
     pub fn column_cell(&self, column: &str, cluster: &str) -> Option<&Cell> {
         let app = self.column_cells.get(column)?.get(cluster)?;

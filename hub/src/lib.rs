@@ -6,6 +6,7 @@
 
 pub mod agent_api;
 pub mod api;
+pub mod auth;
 pub mod bundle_build;
 pub mod cli;
 pub mod config;

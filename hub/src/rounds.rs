@@ -461,6 +461,7 @@ async fn sync_config(hub: &Hub) {
                 subject: format!("commit {commit_hex}"),
                 detail: serde_json::json!({"stored": applied.stored, "deleted": applied.deleted}),
                 source: shown.clone(),
+                address: String::new(),
             };
             if let Err(error) = hub.store().record_audit(&audit).await {
                 warn!(%error, "record audit");

@@ -75,6 +75,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("single sign-on: {0}")]
+    Sso(String),
     #[error("hub CA: {0}")]
     Pki(#[from] crate::pki::PkiError),
     #[error("start the async runtime: {0}")]
@@ -240,6 +242,10 @@ async fn run(
     if config.webhook_secret.is_none() {
         warn!("no webhook secret configured: the webhook endpoint refuses every delivery");
     }
+    let sso = single_sign_on(&config.oidc, local)?;
+    crate::auth::PERMISSIONS
+        .as_ref()
+        .map_err(|e| ServeError::Sso(format!("the permissions table is unreadable: {e}")))?;
     let state = Arc::new(ApiState {
         hub: hub.clone(),
         agent: agent.clone(),
@@ -248,6 +254,7 @@ async fn run(
         webhook_secret: config.webhook_secret,
         max_body_bytes: config.max_body_bytes,
         webhook_max_body_bytes: config.webhook_max_body_bytes,
+        sso,
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -384,4 +391,55 @@ async fn collect(
             Err(error) => warn!(%error, "collect unreferenced blobs"),
         }
     }
+}
+
+/// The single sign-on client `--oidc-issuer` asks for, checked now so a bad flag stops the
+/// hub at start rather than at the first login.
+fn single_sign_on(
+    args: &crate::config::OidcArgs,
+    local: std::net::SocketAddr,
+) -> Result<Option<Arc<crate::auth::oidc::Sso>>, ServeError> {
+    use crate::auth::oidc::{OidcConfig, Sso, parse_group_mapping};
+    let Some(issuer) = &args.oidc_issuer else {
+        if !args.oidc_groups.is_empty() {
+            return Err(ServeError::Sso("--oidc-group needs --oidc-issuer".into()));
+        }
+        return Ok(None);
+    };
+    let groups = args
+        .oidc_groups
+        .iter()
+        .map(|g| parse_group_mapping(g).map_err(|e| ServeError::Sso(format!("--oidc-group {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if groups.is_empty() {
+        warn!("single sign-on has no --oidc-group: nobody can sign in through it");
+    }
+    let client_secret = match &args.oidc_client_secret_file {
+        Some(path) => {
+            let text = read(path)?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(ServeError::Sso(format!(
+                    "--oidc-client-secret-file {}: the file is empty",
+                    path.display()
+                )));
+            }
+            Some(secrecy::SecretString::from(secret.to_owned()))
+        }
+        None => None,
+    };
+    let redirect_url = args
+        .oidc_redirect_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}/auth/callback"));
+    let sso = Sso::new(OidcConfig {
+        issuer: issuer.clone(),
+        client_id: args.oidc_client_id.clone(),
+        client_secret,
+        redirect_url: redirect_url.clone(),
+        groups,
+    })
+    .map_err(|e| ServeError::Sso(e.to_string()))?;
+    info!(issuer = %issuer, redirect = %redirect_url, "single sign-on enabled");
+    Ok(Some(Arc::new(sso)))
 }

@@ -272,7 +272,7 @@ async fn every_route_answers_as_documented_and_refuses_bad_input() {
         "POST",
         "/api/v1/apply",
         Some(
-            "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata: {name: ops}\nspec: {destinations: [{name: '*', namespace: '*'}]}\n"
+            "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata: {name: ops}\nspec: {sourceRepos: ['*'], destinations: [{name: '*', namespace: '*'}]}\n"
                 .to_owned(),
         ),
     )
@@ -759,6 +759,7 @@ async fn every_route_answers_as_documented_and_refuses_bad_input() {
     );
     drop(events);
 
+    tokens(&api).await;
     bad_input(&api).await;
 
     // Every route was called.
@@ -783,6 +784,146 @@ async fn every_route_answers_as_documented_and_refuses_bad_input() {
         answers.matches(east_token.as_str()).count(),
         1,
         "the bootstrap token is shown once"
+    );
+}
+
+/// API tokens: created with grants and a lifetime (the token shown once), listed without
+/// it, standing for their grants, refused once expired or revoked, each refusal naming why.
+async fn tokens(api: &Api) {
+    let me = api.ok("GET", "/api/v1/whoami", None).await;
+    assert_eq!(me["name"], "admin");
+    assert_eq!(me["kind"], "local-admin");
+
+    let created = api
+        .ok(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "grants": [{"role": "viewer", "project": "ops"}], "expiresIn": "2h"}).to_string()),
+        )
+        .await;
+    let token = created["token"]
+        .as_str()
+        .expect("the token, once")
+        .to_owned();
+    assert!(token.starts_with("flt_"), "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["state"], "active");
+    let as_token = api
+        .hub
+        .call("GET", "/api/v1/whoami", Some(&token), None)
+        .await;
+    assert_eq!(as_token.status, 200, "{}", as_token.body);
+    assert_eq!(as_token.body["name"], "token:ci");
+    assert_eq!(
+        as_token.body["grants"],
+        json!([{"role": "viewer", "project": "ops"}])
+    );
+    assert!(as_token.body["expiresAt"].is_string());
+
+    let listed = api.ok("GET", "/api/v1/tokens", None).await;
+    assert!(
+        !listed.to_string().contains(&token),
+        "the list never shows a token"
+    );
+    assert_eq!(listed["tokens"][0]["name"], "ci");
+
+    // Expired: a token of one second, a second and a half later.
+    let short = api
+        .ok(
+            "POST",
+            "/api/v1/tokens",
+            Some(
+                json!({"name": "short", "grants": [{"role": "admin"}], "expiresIn": "1s"})
+                    .to_string(),
+            ),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = api
+        .hub
+        .call("GET", "/api/v1/whoami", short["token"].as_str(), None)
+        .await;
+    assert_eq!(expired.status, 401, "{}", expired.body);
+    let message = expired.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("\"short\" expired at"), "{message}");
+
+    // Revoked: refused at once, and revoking twice is a conflict.
+    let revoked = api
+        .ok("DELETE", &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(revoked["state"], "revoked");
+    assert_eq!(revoked["revokedBy"], "admin");
+    let refused = api
+        .hub
+        .call("GET", "/api/v1/whoami", Some(&token), None)
+        .await;
+    assert_eq!(refused.status, 401);
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("\"ci\" was revoked at") && message.contains("by admin"),
+        "{message}"
+    );
+    api.error("DELETE", &format!("/api/v1/tokens/{id}"), None, 409)
+        .await;
+    api.error("DELETE", "/api/v1/tokens/nope", None, 404).await;
+    let unknown = api
+        .hub
+        .call("GET", "/api/v1/whoami", Some("flt_not-a-token"), None)
+        .await;
+    assert_eq!(unknown.status, 401);
+
+    // Bad requests name what is wrong.
+    for (body, expected) in [
+        (json!({"name": "x", "grants": []}), "at least one grant"),
+        (json!({"name": "x", "grants": [{"role": "owner"}]}), "owner"),
+        (
+            json!({"name": "x", "grants": [{"role": "admin", "project": "ops"}]}),
+            "every project",
+        ),
+        (
+            json!({"name": "x", "grants": [{"role": "viewer"}], "expiresIn": "400d"}),
+            "366d",
+        ),
+        (
+            json!({"name": "x", "grants": [{"role": "viewer"}], "expiresIn": "soon"}),
+            "soon",
+        ),
+        (
+            json!({"name": "bad name", "grants": [{"role": "viewer"}]}),
+            "letters",
+        ),
+        (
+            json!({"name": "x", "grants": [{"role": "viewer"}], "scope": "all"}),
+            "scope",
+        ),
+    ] {
+        let message = api
+            .error("POST", "/api/v1/tokens", Some(body.to_string()), 400)
+            .await;
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    let audit = api.ok("GET", "/api/v1/audit?limit=50", None).await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"create API token") && actions.contains(&"revoke API token"));
+    assert!(
+        audit["entries"][0]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "the audit log says where a change came from: {}",
+        audit["entries"][0]
+    );
+    assert!(
+        !audit.to_string().contains(&token),
+        "no token in the audit log"
     );
 }
 

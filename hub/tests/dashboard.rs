@@ -491,3 +491,128 @@ async fn the_fleet_its_pages_and_buttons() {
     );
     assert_eq!(pins().await, 0);
 }
+
+/// An API token's session sees what its grants allow: a viewer of project `shop` sees its
+/// application and none of `billing`'s, gets no button, is refused a crafted form, reads the
+/// audit log of its project only; the session ends when the token is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_see_and_do_what_their_roles_allow() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hub = fleet(dir.path()).await;
+    let project = |name: &str| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: AppProject\nmetadata: {{name: {name}}}\n\
+             spec: {{sourceRepos: ['*'], destinations: [{{name: '*', namespace: '*'}}]}}\n---\n\
+             apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {{name: {name}-app}}\n\
+             spec:\n  project: {name}\n  source: {{repoURL: '{REPO}', path: apps/web}}\n  \
+             destination: {{name: east, namespace: {name}}}\n"
+        )
+    };
+    for name in ["shop", "billing"] {
+        let applied = hub
+            .admin("POST", "/api/v1/apply", Some(project(name)))
+            .await;
+        assert_eq!(applied.status, 200, "{}", applied.body);
+    }
+    let made = hub
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(
+                json!({"name": "shop-viewer", "grants": [{"role": "viewer", "project": "shop"}]})
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let token = made.body["token"].as_str().expect("token").to_owned();
+    let id = made.body["id"].as_str().expect("id").to_owned();
+    hub.wait_for(&["east"], "both apps published", |_| true)
+        .await;
+
+    let browser = Browser::new(&hub);
+    let cookie = browser.login(&token).await;
+    let overview = browser.get("/", Some(&cookie)).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(
+        overview
+            .body
+            .contains(r#"id="whoami" data-grants="viewer:shop""#),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("token:shop-viewer"));
+    assert!(
+        overview.body.contains(r#"data-column="shop-app""#),
+        "{}",
+        overview.body
+    );
+    assert!(!overview.body.contains("billing"), "{}", overview.body);
+    assert!(
+        !overview.body.contains(r#"data-column="web""#),
+        "the default project is not the viewer's"
+    );
+
+    let app = browser.get("/apps/shop-app", Some(&cookie)).await;
+    assert_eq!(app.status, StatusCode::OK);
+    for form in [r#"class="sync""#, r#"class="rollback""#, r#"class="unpin""#] {
+        assert!(!app.body.contains(form), "a viewer gets no {form} button");
+    }
+    let other = browser.get("/apps/billing-app", Some(&cookie)).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert!(!other.body.contains("billing-app"));
+
+    // A crafted form is refused by the permissions table, not only hidden.
+    let csrf = app.csrf();
+    let sync = browser
+        .post("/apps/shop-app/sync", Some(&cookie), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(sync.status, StatusCode::SEE_OTHER);
+    let after = browser.get("/apps/shop-app", Some(&cookie)).await;
+    assert!(
+        after
+            .body
+            .contains("Refused: your roles (viewer:shop) do not allow you to sync shop-app"),
+        "{}",
+        after.body
+    );
+    let audit = browser.get("/audit", Some(&cookie)).await;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(
+        audit.body.contains("token:shop-viewer"),
+        "its own login: {}",
+        audit.body
+    );
+    assert!(!audit.body.contains("billing"), "{}", audit.body);
+    let admin_audit = hub.admin("GET", "/api/v1/audit", None).await;
+    assert!(
+        !admin_audit.body.to_string().contains(r#""action":"sync""#),
+        "the refused sync changed nothing"
+    );
+    let login = admin_audit.body["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["action"] == "login")
+        .expect("the login is audited")
+        .clone();
+    assert_eq!(login["who"], "token:shop-viewer");
+    assert_eq!(login["source"], "dashboard");
+    assert!(
+        login["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+
+    // Revoking the token ends its sessions.
+    let revoked = hub
+        .admin("DELETE", &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(revoked.status, 200);
+    let gone = browser.get("/", Some(&cookie)).await;
+    assert_eq!(gone.location(), "/login");
+    let again = browser.post("/login", None, &[("token", &token)]).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(again.body.contains("was revoked at"), "{}", again.body);
+    assert!(!again.body.contains(&token), "the token is never echoed");
+}

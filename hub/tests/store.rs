@@ -39,7 +39,8 @@ fn audit(action: &str) -> AuditEntry {
         action: action.to_owned(),
         subject: "shop".to_owned(),
         detail: json!({}),
-        source: "127.0.0.1".to_owned(),
+        source: "api".to_owned(),
+        address: "127.0.0.1:4000".to_owned(),
     }
 }
 

@@ -25,12 +25,13 @@ fn detail(value: &Value) -> String {
 }
 
 fn table(entries: &[Value]) -> Table {
-    let mut table = Table::new(&["AT", "WHO", "SOURCE", "ACTION", "SUBJECT", "DETAIL"]);
+    let mut table = Table::new(&["AT", "WHO", "SOURCE", "FROM", "ACTION", "SUBJECT", "DETAIL"]);
     for entry in entries {
         table.push(vec![
             or_dash(&entry["at"]),
             or_dash(&entry["who"]),
             or_dash(&entry["source"]),
+            or_dash(&entry["address"]),
             or_dash(&entry["action"]),
             or_dash(&entry["subject"]),
             detail(&entry["detail"]),
@@ -64,16 +65,17 @@ mod tests {
     fn audit_rows() {
         let entries = json!([
             {"at": "2026-11-28T06:01:00Z", "who": "admin", "action": "rollback",
-             "subject": "application web", "detail": {"revision": "abc", "cluster": null}, "source": "api"},
+             "subject": "application web", "detail": {"revision": "abc", "cluster": null}, "source": "api",
+             "address": "127.0.0.1:40000"},
             {"at": "2026-11-28T06:00:00Z", "who": "admin", "action": "approve cluster",
              "subject": "cluster east", "detail": {}, "source": "cli"}
         ]);
         assert_eq!(
             table(entries.as_array().expect("array")).render(),
             "\
-AT                     WHO     SOURCE   ACTION            SUBJECT           DETAIL
-2026-11-28T06:01:00Z   admin   api      rollback          application web   revision=abc
-2026-11-28T06:00:00Z   admin   cli      approve cluster   cluster east
+AT                     WHO     SOURCE   FROM              ACTION            SUBJECT           DETAIL
+2026-11-28T06:01:00Z   admin   api      127.0.0.1:40000   rollback          application web   revision=abc
+2026-11-28T06:00:00Z   admin   cli      -                 approve cluster   cluster east
 "
         );
     }

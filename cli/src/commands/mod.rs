@@ -13,6 +13,7 @@ mod history;
 mod login;
 mod repo;
 mod sync;
+mod user;
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
@@ -21,8 +22,8 @@ use clap::CommandFactory as _;
 use reqwest::StatusCode;
 
 use crate::args::{
-    AppCommand, AppSetCommand, Args, BundleCommand, ClusterCommand, Command, Global, RepoCommand,
-    TokenCommand,
+    ApiTokenCommand, AppCommand, AppSetCommand, Args, BundleCommand, ClusterCommand, Command,
+    Global, RepoCommand, TokenCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::config::{self, ConfigError, Target, Token};
@@ -173,6 +174,14 @@ pub fn run(args: Args) -> Result<Report, CommandError> {
             RepoCommand::Rm { url } => repo::rm(&connect(global)?, global.output, &url),
         },
         Command::Audit(audit) => audit::audit(&connect(global)?, global.output, &audit),
+        Command::Whoami => user::whoami(&connect(global)?, global.output),
+        Command::Token { command } => match command {
+            ApiTokenCommand::Create(create) => {
+                user::create(&connect(global)?, global.output, &create)
+            }
+            ApiTokenCommand::List => user::list(&connect(global)?, global.output),
+            ApiTokenCommand::Revoke { id } => user::revoke(&connect(global)?, global.output, &id),
+        },
         Command::Completion { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Args::command(), "flotilla", &mut script);

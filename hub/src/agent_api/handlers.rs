@@ -108,6 +108,7 @@ fn audit(action: &str, cluster: &str, detail: serde_json::Value) -> AuditEntry {
         subject: format!("cluster {cluster}"),
         detail,
         source: "agent-api".to_owned(),
+        address: String::new(),
     }
 }
 

@@ -13,11 +13,12 @@ use super::ApiError;
 use crate::rounds::{Fetch, Hub};
 use crate::store::{AuditEntry, Pin, Store as _, StoreError};
 
-/// Who acts, and through what (`api`, `dashboard`, `cli`).
+/// Who acts, through what (`api`, `dashboard`), and from which address.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub who: String,
     pub source: &'static str,
+    pub address: String,
 }
 
 impl Actor {
@@ -30,6 +31,7 @@ impl Actor {
             subject: subject.to_owned(),
             detail,
             source: self.source.to_owned(),
+            address: self.address.clone(),
         }
     }
 }

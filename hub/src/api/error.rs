@@ -38,6 +38,11 @@ impl ApiError {
         )
     }
 
+    /// The principal may not do this (the message says who and what, never a credential).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// A server-side failure: the cause is logged by the caller, the client gets a summary.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::openapi::{self, Route};
-use super::{ApiError, ApiState, Call, actions, apps, json};
+use super::{ApiError, ApiState, Call, actions, apps, guard, json, users};
 use crate::declarative::{self, Document};
 use crate::publish::stored_payload;
 use crate::rounds::Fetch;
@@ -25,47 +25,55 @@ use crate::webhook::{self, Delivery, Provider, WebhookError};
 
 pub(super) type Res = Result<Response<Full<Bytes>>, ApiError>;
 
-/// Who acts through the admin token (per-user identities come with the dashboard issue).
-const ADMIN: &str = "admin";
-
 pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
     let param = |i: usize| call.params.get(i).map(String::as_str).unwrap_or_default();
+    let call = &call;
+    // The object-level half of authorization (the table was checked before): routes on one
+    // application or ApplicationSet need its project in the call's scope.
+    if route.path.starts_with("/api/v1/applications/{name}") {
+        guard::app(state, call, param(0), &verb(route)).await?;
+    } else if route.path == "/api/v1/applicationsets/{name}" {
+        guard::app_set(state, call, param(0), &verb(route)).await?;
+    }
     match (route.method.as_str(), route.path) {
         ("GET", "/healthz") => Ok(json(StatusCode::OK, &json!({"status": "ok"}))),
         ("GET", "/api/v1/openapi.json") => Ok(json(StatusCode::OK, &openapi::document())),
-        ("POST", "/api/v1/apply") => apply(state, &call).await,
-        ("GET", "/api/v1/applications") => apps::applications(state, &call).await,
-        ("POST", "/api/v1/applications") => apps::create_application(state, &call).await,
+        ("GET", "/api/v1/whoami") => Ok(json(StatusCode::OK, &whoami(call))),
+        ("POST", "/api/v1/apply") => apply(state, call).await,
+        ("GET", "/api/v1/applications") => apps::applications(state, call).await,
+        ("POST", "/api/v1/applications") => apps::create_application(state, call).await,
         ("GET", "/api/v1/applications/{name}") => apps::application(state, param(0)).await,
         ("DELETE", "/api/v1/applications/{name}") => {
-            apps::delete_application(state, param(0)).await
+            apps::delete_application(state, param(0), call).await
         }
-        ("POST", "/api/v1/applications/{name}/sync") => apps::sync(state, param(0), &call).await,
+        ("POST", "/api/v1/applications/{name}/sync") => apps::sync(state, param(0), call).await,
         ("GET", "/api/v1/applications/{name}/history") => {
-            apps::history(state, param(0), &call).await
+            apps::history(state, param(0), call).await
         }
         ("POST", "/api/v1/applications/{name}/rollback") => {
-            apps::rollback(state, param(0), &call).await
+            apps::rollback(state, param(0), call).await
         }
-        ("GET", "/api/v1/applications/{name}/diff") => apps::diff(state, param(0), &call).await,
-        ("GET", "/api/v1/applicationsets") => apps::app_sets(state, &call).await,
-        ("POST", "/api/v1/applicationsets") => apps::put_app_set(state, &call).await,
+        ("GET", "/api/v1/applications/{name}/diff") => apps::diff(state, param(0), call).await,
+        ("GET", "/api/v1/applicationsets") => apps::app_sets(state, call).await,
+        ("POST", "/api/v1/applicationsets") => apps::put_app_set(state, call).await,
         ("GET", "/api/v1/applicationsets/{name}") => apps::app_set(state, param(0)).await,
-        ("DELETE", "/api/v1/applicationsets/{name}") => apps::delete_app_set(state, param(0)).await,
-        ("GET", "/api/v1/clusters/{name}") => apps::cluster(state, param(0)).await,
-        ("GET", "/api/v1/audit") => apps::audit_log(state, &call).await,
-        ("POST", "/api/v1/applications/{name}/pin") => pin(state, param(0), &call).await,
-        ("DELETE", "/api/v1/applications/{name}/pin") => unpin(state, param(0), &call).await,
-        ("GET", "/api/v1/clusters") => apps::clusters(state, &call).await,
-        ("POST", "/api/v1/clusters") => put_cluster(state, &call).await,
+        ("DELETE", "/api/v1/applicationsets/{name}") => {
+            apps::delete_app_set(state, param(0), call).await
+        }
+        ("GET", "/api/v1/clusters/{name}") => apps::cluster(state, param(0), call).await,
+        ("GET", "/api/v1/audit") => apps::audit_log(state, call).await,
+        ("POST", "/api/v1/applications/{name}/pin") => pin(state, param(0), call).await,
+        ("DELETE", "/api/v1/applications/{name}/pin") => unpin(state, param(0), call).await,
+        ("GET", "/api/v1/clusters") => apps::clusters(state, call).await,
+        ("POST", "/api/v1/clusters") => put_cluster(state, call).await,
         ("GET", "/api/v1/clusters/{name}/state") => cluster_state(state, param(0)).await,
-        ("POST", "/api/v1/clusters/{name}/tokens") => create_token(state, param(0), &call).await,
-        ("POST", "/api/v1/clusters/{name}/approve") => approve(state, param(0)).await,
-        ("POST", "/api/v1/clusters/{name}/revoke") => revoke(state, param(0)).await,
-        ("POST", "/api/v1/clusters/{name}/labels") => label(state, param(0), &call).await,
-        ("GET", "/api/v1/clusters/{name}/bundle") => bundle(state, param(0)).await,
+        ("POST", "/api/v1/clusters/{name}/tokens") => create_token(state, param(0), call).await,
+        ("POST", "/api/v1/clusters/{name}/approve") => approve(state, param(0), call).await,
+        ("POST", "/api/v1/clusters/{name}/revoke") => revoke(state, param(0), call).await,
+        ("POST", "/api/v1/clusters/{name}/labels") => label(state, param(0), call).await,
+        ("GET", "/api/v1/clusters/{name}/bundle") => bundle(state, param(0), call).await,
         ("GET", "/api/v1/clusters/{name}/status") => {
-            cluster_status_reports(state, param(0), &call).await
+            cluster_status_reports(state, param(0), call).await
         }
         ("GET", "/api/v1/agent-api") => Ok(json(
             StatusCode::OK,
@@ -75,11 +83,11 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
                 "trustedKeys": state.trusted_keys,
             }),
         )),
-        ("PUT", "/api/v1/test/serve-override") => serve_override(state, &call).await,
-        ("GET", "/api/v1/repositories") => repositories(state).await,
-        ("PUT", "/api/v1/repositories") => put_repository(state, &call).await,
-        ("DELETE", "/api/v1/repositories") => delete_repository(state, &call).await,
-        ("GET", "/api/v1/projects") => projects(state).await,
+        ("PUT", "/api/v1/test/serve-override") => serve_override(state, call).await,
+        ("GET", "/api/v1/repositories") => repositories(state, call).await,
+        ("PUT", "/api/v1/repositories") => put_repository(state, call).await,
+        ("DELETE", "/api/v1/repositories") => delete_repository(state, call).await,
+        ("GET", "/api/v1/projects") => projects(state, call).await,
         ("GET", "/api/v1/config-repository") => {
             Ok(json(StatusCode::OK, &state.hub.config_status().to_json()))
         }
@@ -87,11 +95,37 @@ pub(super) async fn route(state: &ApiState, route: &Route, call: Call) -> Res {
             state.hub.trigger(Fetch::All, "api");
             Ok(json(StatusCode::ACCEPTED, &json!({"status": "queued"})))
         }
-        ("POST", "/api/v1/webhook/{provider}") => receive_webhook(state, param(0), &call).await,
+        ("GET", "/api/v1/tokens") => users::tokens(state).await,
+        ("POST", "/api/v1/tokens") => users::create_token(state, call).await,
+        ("DELETE", "/api/v1/tokens/{id}") => users::revoke_token(state, param(0), call).await,
+        ("POST", "/api/v1/webhook/{provider}") => receive_webhook(state, param(0), call).await,
         (method, path) => Err(ApiError::not_found(format!(
             "no handler for {method} {path}"
         ))),
     }
+}
+
+/// What a route does to an application, in words (`sync`, `read`), for refusals.
+fn verb(route: &Route) -> String {
+    let last = route.path.rsplit('/').next().unwrap_or_default();
+    match (route.method.as_str(), last) {
+        ("GET", _) => "read".to_owned(),
+        ("DELETE", "pin") => "unpin".to_owned(),
+        ("DELETE", _) => "delete".to_owned(),
+        (_, "{name}") => "change".to_owned(),
+        (_, action) => action.to_owned(),
+    }
+}
+
+/// `GET /api/v1/whoami`: the principal, its grants and when its credential ends.
+fn whoami(call: &Call) -> Value {
+    let p = &call.principal;
+    json!({
+        "name": p.name,
+        "kind": p.kind.as_str(),
+        "grants": p.grants,
+        "expiresAt": p.expires.map(|t| t.to_string()),
+    })
 }
 
 /// A JSON body into `T`, refusing unknown fields (the message names the field).
@@ -114,16 +148,9 @@ pub(super) fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
         })
 }
 
-/// The one who acts through the API (the admin token until per-user identities).
-pub(super) fn actor() -> actions::Actor {
-    actions::Actor {
-        who: ADMIN.to_owned(),
-        source: "api",
-    }
-}
-
-pub(super) fn audit(action: &str, subject: &str, detail: Value) -> AuditEntry {
-    actor().audit(action, subject, detail)
+/// An audit entry of the call's principal, now.
+pub(super) fn audit(call: &Call, action: &str, subject: &str, detail: Value) -> AuditEntry {
+    call.actor().audit(action, subject, detail)
 }
 
 /// A declared document with its JSON, as the request carried it.
@@ -174,6 +201,7 @@ pub(super) fn documents(call: &Call) -> Result<(Vec<Declared>, Vec<String>), Api
 /// Stores one declared document as the API's, with its audit entry; returns its kind.
 pub(super) async fn store_declared(
     state: &ApiState,
+    call: &Call,
     declared: Declared,
     action: &str,
 ) -> Result<&'static str, ApiError> {
@@ -234,7 +262,7 @@ pub(super) async fn store_declared(
         }
     };
     store
-        .record_audit(&audit(action, &format!("{kind} {name}"), json!({})))
+        .record_audit(&audit(call, action, &format!("{kind} {name}"), json!({})))
         .await?;
     Ok(kind)
 }
@@ -242,10 +270,11 @@ pub(super) async fn store_declared(
 async fn apply(state: &ApiState, call: &Call) -> Res {
     // Every document is checked before anything is stored.
     let (parsed, warnings) = documents(call)?;
+    guard::declared(state, call, &parsed).await?;
     let mut applied = Vec::new();
     for declared in parsed {
         let name = declared.name.clone();
-        let kind = store_declared(state, declared, "apply").await?;
+        let kind = store_declared(state, call, declared, "apply").await?;
         applied.push(json!({"kind": kind, "name": name}));
     }
     info!(
@@ -273,7 +302,7 @@ async fn pin(state: &ApiState, app: &str, call: &Call) -> Res {
     let request: PinRequest = body(call)?;
     let pin = actions::rollback(
         &state.hub,
-        &actor(),
+        &call.actor(),
         app,
         request.cluster.as_deref(),
         &request.revision,
@@ -313,7 +342,7 @@ async fn unpin(state: &ApiState, app: &str, call: &Call) -> Res {
     let cluster = query_params(call, &["cluster"])?
         .remove("cluster")
         .filter(|c| !c.is_empty());
-    actions::unpin(&state.hub, &actor(), app, cluster.as_deref()).await?;
+    actions::unpin(&state.hub, &call.actor(), app, cluster.as_deref()).await?;
     Ok(json(
         StatusCode::OK,
         &json!({"app": app, "cluster": cluster}),
@@ -331,13 +360,16 @@ fn repository_json(repo: &RepositoryRecord) -> Value {
     })
 }
 
-async fn repositories(state: &ApiState) -> Res {
-    let repos: Vec<Value> = state
-        .hub
-        .store()
+/// `GET /api/v1/repositories`: every repository, or for a scoped principal those its
+/// projects' `sourceRepos` allow. Never a credential: `hasCredentials` only.
+async fn repositories(state: &ApiState, call: &Call) -> Res {
+    let store = state.hub.store();
+    let visible = guard::RepositoryFilter::of(store, &call.scope).await?;
+    let repos: Vec<Value> = store
         .repositories()
         .await?
         .iter()
+        .filter(|r| visible.allows(&r.url))
         .map(repository_json)
         .collect();
     Ok(json(StatusCode::OK, &json!({"repositories": repos})))
@@ -405,6 +437,7 @@ async fn put_repository(state: &ApiState, call: &Call) -> Res {
         .await?;
     store
         .record_audit(&audit(
+            call,
             "put repository",
             &format!("repository {}", crate::git::redact_url(url)),
             json!({"credentials": kind}),
@@ -441,6 +474,7 @@ async fn delete_repository(state: &ApiState, call: &Call) -> Res {
     }
     store
         .record_audit(&audit(
+            call,
             "delete repository",
             &format!("repository {}", crate::git::redact_url(&url)),
             json!({}),
@@ -452,13 +486,14 @@ async fn delete_repository(state: &ApiState, call: &Call) -> Res {
     ))
 }
 
-async fn projects(state: &ApiState) -> Res {
+async fn projects(state: &ApiState, call: &Call) -> Res {
     let projects: Vec<Value> = state
         .hub
         .store()
         .projects()
         .await?
         .into_iter()
+        .filter(|p| call.scope.allows(&p.name))
         .map(|p| {
             json!({
                 "name": p.name,
@@ -539,6 +574,7 @@ async fn put_cluster(state: &ApiState, call: &Call) -> Res {
     store.put_cluster(&record).await?;
     store
         .record_audit(&audit(
+            call,
             "register cluster",
             &format!("cluster {}", record.name),
             json!({"labels": record.labels}),
@@ -621,13 +657,14 @@ async fn create_token(state: &ApiState, name: &str, call: &Call) -> Res {
             cluster: name.to_owned(),
             expires_at,
             created_at: now,
-            created_by: ADMIN.to_owned(),
+            created_by: call.principal.name.clone(),
             key_fingerprint: None,
             used_at: None,
         })
         .await?;
     store
         .record_audit(&audit(
+            call,
             "create bootstrap token",
             &format!("cluster {name}"),
             json!({"expiresAt": expires_at.to_string(), "requireApproval": record.registration.require_approval}),
@@ -654,10 +691,19 @@ async fn cluster_status_reports(state: &ApiState, name: &str, call: &Call) -> Re
     };
     known_cluster(state, name).await?;
     let store = state.hub.store();
+    let projects: BTreeMap<String, String> = store
+        .applications()
+        .await?
+        .into_iter()
+        .map(|a| (a.name, a.project))
+        .collect();
+    let visible =
+        |app: &str| call.scope.is_all() || projects.get(app).is_some_and(|p| call.scope.allows(p));
     let apps: Vec<Value> = store
         .app_statuses(name)
         .await?
         .into_iter()
+        .filter(|a| visible(&a.app))
         .map(|a| {
             json!({
                 "app": a.app,
@@ -672,9 +718,13 @@ async fn cluster_status_reports(state: &ApiState, name: &str, call: &Call) -> Re
             })
         })
         .collect();
-    let reports: Vec<Value> = store
-        .status_history(name, limit)
-        .await?
+    // The agent's reports speak of the whole cluster, every project's apps included.
+    let history = if call.scope.is_all() {
+        store.status_history(name, limit).await?
+    } else {
+        Vec::new()
+    };
+    let reports: Vec<Value> = history
         .into_iter()
         .map(|r| {
             json!({
@@ -704,13 +754,14 @@ async fn known_cluster(state: &ApiState, name: &str) -> Result<ClusterRecord, Ap
         .ok_or_else(|| ApiError::not_found(format!("cluster {name} is not registered")))
 }
 
-async fn approve(state: &ApiState, name: &str) -> Res {
+async fn approve(state: &ApiState, name: &str, call: &Call) -> Res {
     let mut record = known_cluster(state, name).await?;
     record.registration.approved = true;
     let store = state.hub.store();
     store.put_cluster(&record).await?;
     store
         .record_audit(&audit(
+            call,
             "approve cluster",
             &format!("cluster {name}"),
             json!({}),
@@ -723,7 +774,7 @@ async fn approve(state: &ApiState, name: &str) -> Res {
     ))
 }
 
-async fn revoke(state: &ApiState, name: &str) -> Res {
+async fn revoke(state: &ApiState, name: &str, call: &Call) -> Res {
     let mut record = known_cluster(state, name).await?;
     let now = Timestamp::now();
     record.registration.revoked_at.get_or_insert(now);
@@ -731,6 +782,7 @@ async fn revoke(state: &ApiState, name: &str) -> Res {
     store.put_cluster(&record).await?;
     store
         .record_audit(&audit(
+            call,
             "revoke cluster",
             &format!("cluster {name}"),
             json!({}),
@@ -789,6 +841,7 @@ async fn label(state: &ApiState, name: &str, call: &Call) -> Res {
     store.put_cluster(&record).await?;
     store
         .record_audit(&audit(
+            call,
             "label cluster",
             &format!("cluster {name}"),
             json!({"labels": record.labels}),
@@ -803,7 +856,7 @@ async fn label(state: &ApiState, name: &str, call: &Call) -> Res {
 
 /// The cluster's newest state and its blobs as a bundle file, for `flotilla-agent apply
 /// --bundle` behind an air gap.
-async fn bundle(state: &ApiState, name: &str) -> Res {
+async fn bundle(state: &ApiState, name: &str, call: &Call) -> Res {
     let store = state.hub.store();
     let Some(stored) = store.latest_state(name).await? else {
         return Err(ApiError::new(
@@ -830,6 +883,7 @@ async fn bundle(state: &ApiState, name: &str) -> Res {
         .map_err(|e| ApiError::internal(format!("write bundle: {e}")))?;
     store
         .record_audit(&audit(
+            call,
             "export bundle",
             &format!("cluster {name}"),
             json!({"generation": stored.generation}),
@@ -1002,6 +1056,9 @@ mod tests {
             query: None,
             headers: http::HeaderMap::new(),
             body: Bytes::from(body.to_owned()),
+            principal: crate::auth::Principal::local_admin(),
+            scope: crate::auth::Scope::All,
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
         }
     }
 

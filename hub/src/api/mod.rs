@@ -10,8 +10,10 @@ pub mod actions;
 mod apps;
 pub mod error;
 pub(crate) mod events;
+pub mod guard;
 mod handlers;
 pub mod openapi;
+mod users;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,8 +33,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument as _, debug, field, info, info_span, warn};
 
+use crate::auth::{self, Principal, Scope};
 use crate::rounds::Hub;
+use crate::store::Store as _;
 pub use error::ApiError;
+use jiff::Timestamp;
 use openapi::{ROUTES, Route};
 
 /// What every request handler may use.
@@ -47,6 +52,8 @@ pub struct ApiState {
     pub webhook_secret: Option<SecretString>,
     pub max_body_bytes: usize,
     pub webhook_max_body_bytes: usize,
+    /// Single sign-on for the dashboard, when an issuer is configured.
+    pub sso: Option<Arc<crate::auth::oidc::Sso>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -93,6 +100,35 @@ pub(crate) struct Call {
     pub query: Option<String>,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// Who sends it (anonymous on the public routes).
+    pub principal: Principal,
+    /// What the permissions table lets them reach on this route.
+    pub scope: Scope,
+    pub peer: SocketAddr,
+}
+
+impl Call {
+    /// The one acting through this request, for the audit log.
+    pub fn actor(&self) -> actions::Actor {
+        actions::Actor {
+            who: self.principal.name.clone(),
+            source: "api",
+            address: self.peer.to_string(),
+        }
+    }
+
+    /// A 403 unless the scope reaches `project`; `what` says what was asked
+    /// (`sync application web`).
+    pub fn require_project(&self, project: &str, what: &str) -> Result<(), ApiError> {
+        if self.scope.allows(project) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "{} ({}) may not {what}: it belongs to project {project}",
+            self.principal.name,
+            self.principal.grants_text()
+        )))
+    }
 }
 
 /// Serves until `shutdown` fires, then gives open connections `grace` to finish.
@@ -172,9 +208,16 @@ async fn handle(
 ) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let span = info_span!("request", %method, %path, status = field::Empty, %peer);
+    let span = info_span!(
+        "request",
+        %method,
+        %path,
+        status = field::Empty,
+        who = field::Empty,
+        %peer
+    );
     async {
-        let response = match dispatch(state, request, shutdown).await {
+        let response = match dispatch(state, request, peer, shutdown).await {
             Ok(response) => response,
             Err(error) => error_response(&error),
         };
@@ -208,35 +251,84 @@ fn find_route(method: &Method, path: &str) -> Result<(&'static Route, Vec<String
     }
 }
 
-/// Whether `headers` carry the admin token as a bearer token.
-pub(crate) fn authorized(state: &ApiState, headers: &http::HeaderMap) -> bool {
-    let Some(token) = headers
+/// Who the request's bearer token stands for, or a 401 that says why it stands for nobody.
+pub(crate) async fn authenticate(
+    state: &ApiState,
+    headers: &http::HeaderMap,
+) -> Result<Principal, ApiError> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    bool::from(hash.ct_eq(&state.admin_token_hash))
+        .ok_or_else(ApiError::unauthorized)?;
+    principal_of_token(state, token).await
+}
+
+/// Who `token` stands for: the local admin, or a live API token's grants.
+pub(crate) async fn principal_of_token(
+    state: &ApiState,
+    token: &str,
+) -> Result<Principal, ApiError> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::unauthorized());
+    }
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if bool::from(hash.ct_eq(&state.admin_token_hash)) {
+        return Ok(Principal::local_admin());
+    }
+    let found = state
+        .hub
+        .store()
+        .api_token_by_hash(&hex::encode(hash))
+        .await?;
+    auth::tokens::check(found.as_ref(), Timestamp::now()).map_err(|refused| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            refused.to_string(),
+        )
+    })
+}
+
+/// What `principal` may do on `route`: the permissions table's answer, or a 403 naming who
+/// may not do what. A route missing from the table is refused to everyone.
+fn authorize(principal: &Principal, route: &Route) -> Result<Scope, ApiError> {
+    let rules = auth::PERMISSIONS
+        .as_ref()
+        .map_err(|e| ApiError::internal(format!("permissions table: {e}")))?;
+    let rule = auth::rule(rules, &route.method, route.path).ok_or_else(|| {
+        ApiError::forbidden(format!(
+            "{} {} is not in the permissions table",
+            route.method, route.path
+        ))
+    })?;
+    auth::decide(principal, rule).map_err(|denied| ApiError::forbidden(denied.to_string()))
 }
 
 async fn dispatch(
     state: &ApiState,
     request: Request<Incoming>,
+    peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Response<Body>, ApiError> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     if !path.starts_with("/api/") && path != "/healthz" {
-        return Ok(crate::dashboard::serve(state, request, shutdown).await);
+        return Ok(crate::dashboard::serve(state, request, peer, shutdown).await);
     }
     let (route, params) = find_route(&method, &path)?;
-    // Authentication comes before anything else is looked at, the body included.
-    if route.bearer && !authorized(state, request.headers()) {
-        return Err(ApiError::unauthorized());
-    }
+    // Authentication and authorization come before anything else is looked at, the body
+    // included.
+    let (principal, scope) = if route.bearer {
+        let principal = authenticate(state, request.headers()).await?;
+        let scope = authorize(&principal, route)?;
+        (principal, scope)
+    } else {
+        (Principal::anonymous(), Scope::All)
+    };
+    tracing::Span::current().record("who", principal.name.as_str());
     if route.path == "/api/v1/events" {
         return Ok(events::stream(state.hub.changes(), shutdown));
     }
@@ -277,6 +369,9 @@ async fn dispatch(
         query,
         headers: parts.headers,
         body,
+        principal,
+        scope,
+        peer,
     };
     handlers::route(state, route, call)
         .await

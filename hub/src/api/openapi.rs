@@ -60,6 +60,10 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/config-repository", true),
     route(Method::POST, "/api/v1/refresh", true),
     route(Method::GET, "/api/v1/events", true),
+    route(Method::GET, "/api/v1/whoami", true),
+    route(Method::GET, "/api/v1/tokens", true),
+    route(Method::POST, "/api/v1/tokens", true),
+    route(Method::DELETE, "/api/v1/tokens/{id}", true),
     route(Method::POST, "/api/v1/webhook/{provider}", false),
 ];
 
@@ -85,6 +89,7 @@ fn error_responses() -> Value {
     json!({
         "400": {"$ref": "#/components/responses/Error"},
         "401": {"$ref": "#/components/responses/Error"},
+        "403": {"$ref": "#/components/responses/Error"},
         "404": {"$ref": "#/components/responses/Error"},
         "413": {"$ref": "#/components/responses/Error"}
     })
@@ -207,6 +212,26 @@ pub fn document() -> Value {
                 "get": {"summary": "one ApplicationSet and its applications on their clusters", "parameters": [name_param("name", "ApplicationSet name")], "responses": ok("the set", json!({}))},
                 "delete": {"summary": "delete an ApplicationSet the API declared; its applications leave their clusters", "parameters": [name_param("name", "ApplicationSet name")], "responses": ok("deleted", json!({"409": {"$ref": "#/components/responses/Error"}}))}
             },
+            "/api/v1/whoami": {"get": {
+                "summary": "who the bearer token stands for: name, kind (local-admin, token, sso), grants, expiry",
+                "responses": ok("the principal", json!({}))
+            }},
+            "/api/v1/tokens": {
+                "get": {
+                    "summary": "every API token (never the token itself): name, grants, expiry, revocation",
+                    "responses": ok("tokens", json!({}))
+                },
+                "post": {
+                    "summary": "create an API token with grants ({role, project}) and a lifetime (expiresIn: 90m, 12h, 30d; default 30d, at most 366d); the token is in this answer only",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["name", "grants"], "properties": {"name": {"type": "string"}, "grants": {"type": "array", "items": {"type": "object", "properties": {"role": {"type": "string", "enum": ["admin", "maintainer", "viewer"]}, "project": {"type": "string"}}}}, "expiresIn": {"type": "string"}}}}}},
+                    "responses": ok("created", json!({"201": {"description": "created; the token is in the answer once"}}))
+                }
+            },
+            "/api/v1/tokens/{id}": {"delete": {
+                "summary": "revoke an API token: it stops working at once",
+                "parameters": [name_param("id", "the token's id")],
+                "responses": ok("revoked", json!({"409": {"$ref": "#/components/responses/Error"}}))
+            }},
             "/api/v1/audit": {"get": {
                 "summary": "the audit log, newest first: who changed what, when and from where",
                 "parameters": [limit()],

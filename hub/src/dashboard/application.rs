@@ -35,6 +35,17 @@ pub struct AppPage<'a> {
     pub statuses_left_out: usize,
     pub drift: &'a [Drift],
     pub csrf: &'a str,
+    /// The buttons the logged-in principal may use (the permissions table's rows of sync,
+    /// rollback and unpin, for this project).
+    pub buttons: Buttons,
+}
+
+/// Which buttons an application page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buttons {
+    pub sync: bool,
+    pub rollback: bool,
+    pub unpin: bool,
 }
 
 /// The page's `<main>` content.
@@ -74,11 +85,13 @@ pub fn render(page: &AppPage<'_>) -> Markup {
             }
         }
         div.actions {
-            form.sync method="post" action=(action("sync")) {
-                input type="hidden" name="csrf" value=(page.csrf);
-                button type="submit" { "Sync now" }
+            @if page.buttons.sync {
+                form.sync method="post" action=(action("sync")) {
+                    input type="hidden" name="csrf" value=(page.csrf);
+                    button type="submit" { "Sync now" }
+                }
             }
-            @if !page.pins.is_empty() {
+            @if !page.pins.is_empty() && page.buttons.unpin {
                 form.unpin method="post" action=(action("unpin")) {
                     input type="hidden" name="csrf" value=(page.csrf);
                     button type="submit" { "Unpin" }
@@ -175,7 +188,7 @@ pub fn render(page: &AppPage<'_>) -> Markup {
                                 th scope="col" { "Generation" }
                                 th scope="col" { "Deployed at" }
                                 th scope="col" { "By" }
-                                th scope="col" { "Action" }
+                                @if page.buttons.rollback { th scope="col" { "Action" } }
                             }
                         }
                         tbody {
@@ -187,7 +200,7 @@ pub fn render(page: &AppPage<'_>) -> Markup {
                                     td { (entry.generation) }
                                     td { (layout::time(Some(entry.deployed_at))) }
                                     td { (entry.deployed_by) }
-                                    td {
+                                    @if page.buttons.rollback { td {
                                         form.rollback method="post" action=(action("rollback")) {
                                             input type="hidden" name="csrf" value=(page.csrf);
                                             input type="hidden" name="app" value=(page.name);
@@ -197,7 +210,7 @@ pub fn render(page: &AppPage<'_>) -> Markup {
                                                 "Roll back to " (short_revision(&entry.revision))
                                             }
                                         }
-                                    }
+                                    } }
                                 }
                             }
                         }
@@ -350,6 +363,11 @@ mod tests {
             statuses_left_out: 0,
             drift: &[],
             csrf: "tok",
+            buttons: Buttons {
+                sync: true,
+                rollback: true,
+                unpin: true,
+            },
         };
         let html = render(&page).into_string();
         assert!(html.contains(r#"<table id="clusters">"#), "{html}");
@@ -369,5 +387,19 @@ mod tests {
         assert!(html.contains(r#"action="/apps/web/sync""#));
         assert!(!html.contains("/apps/web/unpin"), "no pin, no unpin button");
         assert!(html.contains("ConfigMap web/&lt;b&gt;web&lt;/b&gt;"));
+
+        // A viewer sees the same page without a button.
+        let viewer = AppPage {
+            buttons: Buttons {
+                sync: false,
+                rollback: false,
+                unpin: false,
+            },
+            ..page
+        };
+        let html = render(&viewer).into_string();
+        assert!(html.contains(r#"<table id="history">"#));
+        assert!(!html.contains("<form"), "{html}");
+        assert!(!html.contains("Roll back to"));
     }
 }

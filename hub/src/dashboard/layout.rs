@@ -7,7 +7,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::session::Flash;
+use crate::auth::Principal;
 use crate::fleet::Cell;
+use crate::store::AuditEntry;
 
 /// The hub's version, in the navigation.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -54,12 +56,13 @@ pub fn time(at: Option<Timestamp>) -> Markup {
     }
 }
 
-/// What the logged-in chrome needs: the session's CSRF token (none on the login page) and
-/// the message left by the last form.
+/// What the logged-in chrome needs: the session's CSRF token (none on the login page), the
+/// message left by the last form, and who is logged in.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Chrome<'a> {
     pub csrf: Option<&'a str>,
     pub flash: Option<&'a Flash>,
+    pub who: Option<&'a Principal>,
 }
 
 /// A whole page: `title`, the navigation, the flash message and `main`.
@@ -84,6 +87,12 @@ pub fn page(title: &str, chrome: &Chrome<'_>, main: &Markup) -> Markup {
                             ul {
                                 li { a href="/" { "Fleet" } }
                                 li { a href="/repositories" { "Repositories" } }
+                                li { a href="/audit" { "Audit log" } }
+                            }
+                        }
+                        @if let Some(who) = chrome.who {
+                            span #whoami data-grants=(who.grants_text()) title=(format!("Roles: {}", who.grants_text())) {
+                                (who.name)
                             }
                         }
                         span.version { "hub " (VERSION) }
@@ -106,17 +115,23 @@ pub fn page(title: &str, chrome: &Chrome<'_>, main: &Markup) -> Markup {
     }
 }
 
-/// The login page, with `error` when a token was refused.
-pub fn login(error: Option<&str>) -> Markup {
+/// The login page, with `error` when a token or a sign-in was refused, and the single
+/// sign-on link when the hub has an identity provider.
+pub fn login(error: Option<&str>, sso: bool) -> Markup {
     let main = html! {
         section.login {
             h1 { "Log in" }
-            p { "Enter the admin token that " code { "flotilla-hub init" } " printed." }
             @if let Some(error) = error {
                 p.error #login-error role="alert" { (error) }
             }
+            @if sso {
+                p { a.button #sso href="/auth/sso" { "Log in with SSO" } }
+                p.muted { "Or with an API token:" }
+            } @else {
+                p { "Enter the admin token that " code { "flotilla-hub init" } " printed, or an API token." }
+            }
             form #login method="post" action="/login" {
-                label for="token" { "Admin token" }
+                label for="token" { "Token" }
                 input #token name="token" type="password" autocomplete="current-password"
                     required aria-describedby=[error.map(|_| "login-error")];
                 button type="submit" { "Log in" }
@@ -124,6 +139,55 @@ pub fn login(error: Option<&str>) -> Markup {
         }
     };
     page("Log in", &Chrome::default(), &main)
+}
+
+/// After single sign-on: the session cookie is set by this answer, and the page moves on to
+/// the fleet by itself (a same-site navigation, so the `SameSite=Strict` cookie goes along).
+pub fn signed_in(who: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="0;url=/";
+                title { "Signed in · Flotilla" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body {
+                main #main {
+                    h1 { "Signed in" }
+                    p { "Signed in as " (who) ". " a href="/" { "Continue to the fleet" } }
+                }
+            }
+        }
+    }
+}
+
+/// The audit log: who changed what, when, through what and from where, newest first.
+pub fn audit(entries: &[AuditEntry]) -> Markup {
+    html! {
+        h1 { "Audit log" }
+        @if entries.is_empty() {
+            p.muted { "No change recorded that you may see." }
+        } @else {
+            table #audit {
+                caption.sr-only { "Changes, newest first" }
+                thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Subject" } th scope="col" { "Through" } th scope="col" { "From" } } }
+                tbody {
+                    @for entry in entries {
+                        tr {
+                            td { (time(Some(entry.at))) }
+                            td.who { (entry.who) }
+                            td.action { (entry.action) }
+                            td { (entry.subject) }
+                            td { (entry.source) }
+                            td.address { (entry.address) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A page that only says what went wrong (404, 403, 500).
@@ -258,6 +322,12 @@ mod tests {
             &Chrome {
                 csrf: Some("c\"s"),
                 flash: Some(&flash),
+                who: Some(&Principal {
+                    name: "<i>eve</i>".into(),
+                    kind: crate::auth::Kind::Sso,
+                    grants: vec![crate::auth::Grant::new(crate::auth::Role::Viewer, "shop")],
+                    expires: None,
+                }),
             },
             &html! { p { "x" } },
         )
@@ -265,13 +335,21 @@ mod tests {
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("value=\"c&quot;s\""));
+        assert!(html.contains(r#"data-grants="viewer:shop""#), "{html}");
+        assert!(html.contains("&lt;i&gt;eve&lt;/i&gt;"));
         assert!(html.starts_with("<!DOCTYPE html><html lang=\"en\">"));
     }
 
     #[test]
     fn the_login_page_labels_its_field() {
-        let html = login(Some("the token was refused")).into_string();
+        let html = login(Some("the token was refused"), false).into_string();
         assert!(html.contains(r#"<form id="login" method="post" action="/login">"#));
+        assert!(!html.contains("/auth/sso"));
+        let sso = login(None, true).into_string();
+        assert!(
+            sso.contains(r#"<a class="button" id="sso" href="/auth/sso">"#),
+            "{sso}"
+        );
         assert!(html.contains(r#"<label for="token">"#));
         assert!(html.contains(r#"aria-describedby="login-error""#));
         assert!(!html.contains("Log out"));

@@ -4,10 +4,14 @@
 //! (`/static/app.js`) that follows the event stream and swaps `<main>` when the fleet
 //! changes.
 //!
-//! People log in with the admin token; a session ([`session`]) is a random cookie
-//! (`HttpOnly`, `SameSite=Strict`) and every form carries the session's CSRF token. What a
-//! button changes goes through `api::actions`, as the JSON API's routes do: this module owns
-//! HTTP and pages only, and reads the store through `fleet` and the `Store` trait.
+//! People log in with a token (the admin token or an API token) or through single sign-on
+//! (`/auth/sso` → the IdP → `/auth/callback`, [`crate::auth::oidc`]); a session
+//! ([`session`]) is a random cookie (`HttpOnly`, `SameSite=Strict`) that carries the
+//! principal, and every form carries the session's CSRF token. Each page and button is
+//! checked against the permissions table's row of the API route it stands for, and pages
+//! show only the projects the principal may see. What a button changes goes through
+//! `api::actions`, as the JSON API's routes do: this module owns HTTP and pages only, and
+//! reads the store through `fleet` and the `Store` trait.
 //!
 //! Pages are pure functions of what was read ([`overview`], [`application`], [`cluster`],
 //! [`repositories`], [`layout`]); this file reads, acts and answers.
@@ -21,6 +25,7 @@ mod repositories;
 pub mod session;
 
 use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -30,13 +35,13 @@ use jiff::Timestamp;
 use maud::Markup;
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::api::actions::{self, Actor};
 use crate::api::{ApiState, Body};
+use crate::auth::{self, Kind, Principal, Scope, tokens};
 use crate::fleet::{Cell, Fleet, short_revision};
 use crate::store::{Store as _, StoreError};
 use layout::Chrome;
@@ -49,6 +54,8 @@ const HISTORY_ROWS: u32 = 50;
 /// Clusters whose objects and drift an application page reads; the rest are on their own
 /// pages.
 const OBJECT_CLUSTERS: usize = 20;
+/// Audit entries the audit page reads (before filtering by project).
+const AUDIT_ROWS: u32 = 200;
 /// Status reports read per cluster for its drift events.
 const DRIFT_REPORTS: u32 = 50;
 
@@ -66,7 +73,10 @@ enum Route {
     AppAction(String, Action),
     Cluster(String),
     Repositories,
+    Audit,
     Events,
+    SsoStart,
+    SsoCallback,
     Asset(Asset),
     NotFound,
 }
@@ -108,6 +118,9 @@ fn route(path: &str) -> Route {
         ["login"] => Route::Login,
         ["logout"] => Route::Logout,
         ["repositories"] => Route::Repositories,
+        ["audit"] => Route::Audit,
+        ["auth", "sso"] => Route::SsoStart,
+        ["auth", "callback"] => Route::SsoCallback,
         ["events"] => Route::Events,
         ["static", "app.css"] => Route::Asset(Asset::Css),
         ["static", "app.js"] => Route::Asset(Asset::Js),
@@ -137,9 +150,10 @@ fn methods(route: &Route) -> &'static [Method] {
 pub(crate) async fn serve(
     state: &ApiState,
     request: Request<Incoming>,
+    peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Response<Body> {
-    let mut response = respond(state, request, shutdown).await;
+    let mut response = respond(state, request, peer, shutdown).await;
     secure(response.headers_mut());
     response
 }
@@ -164,6 +178,7 @@ fn secure(headers: &mut HeaderMap) {
 async fn respond(
     state: &ApiState,
     request: Request<Incoming>,
+    peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> Response<Body> {
     let route = route(request.uri().path());
@@ -172,16 +187,18 @@ async fn respond(
     if !allowed.contains(&method) {
         return method_not_allowed(allowed);
     }
-    let session = current_session(state, request.headers());
+    let session = current_session(state, request.headers()).await;
     match (&route, &method) {
         (Route::Asset(asset), _) => return asset_response(*asset),
-        (Route::Login, &Method::POST) => return login(state, request).await,
+        (Route::Login, &Method::POST) => return login(state, request, peer).await,
         (Route::Login, _) => {
             return match session {
                 Some(_) => redirect("/"),
-                None => html(StatusCode::OK, layout::login(None)),
+                None => html(StatusCode::OK, layout::login(None, state.sso.is_some())),
             };
         }
+        (Route::SsoStart, _) => return sso_start(state, request.headers()).await,
+        (Route::SsoCallback, _) => return sso_callback(state, &request, peer).await,
         _ => {}
     }
     let Some((token, session)) = session else {
@@ -192,14 +209,15 @@ async fn respond(
     };
     match route {
         Route::Events => crate::api::events::stream(state.hub.changes(), shutdown),
-        Route::Logout => logout(request, &token, &session).await,
+        Route::Logout => logout(state, request, &token, &session, peer).await,
         Route::AppAction(name, action) => {
-            app_action(state, request, &token, &session, &name, action).await
+            app_action(state, request, &token, &session, &name, action, peer).await
         }
         Route::NotFound if method == Method::POST => {
             let chrome = Chrome {
                 csrf: Some(&session.csrf),
                 flash: None,
+                who: Some(&session.principal),
             };
             not_found(&chrome)
         }
@@ -208,11 +226,23 @@ async fn respond(
             let chrome = Chrome {
                 csrf: Some(&session.csrf),
                 flash: flash.as_ref(),
+                who: Some(&session.principal),
             };
             let query = request.uri().query();
-            match page(state, &route, query, &session.csrf).await {
+            match page(state, &route, query, &session).await {
                 Ok((title, main)) => html(StatusCode::OK, layout::page(&title, &chrome, &main)),
                 Err(PageError::NotFound) => not_found(&chrome),
+                Err(PageError::Forbidden) => html(
+                    StatusCode::FORBIDDEN,
+                    layout::message(
+                        "Not allowed",
+                        &format!(
+                            "Your roles ({}) do not include this page.",
+                            session.principal.grants_text()
+                        ),
+                        &chrome,
+                    ),
+                ),
                 Err(PageError::Store(error)) => {
                     error!(%error, "dashboard page: store read failed");
                     html(
@@ -234,14 +264,28 @@ async fn respond(
 enum PageError {
     #[error("not found")]
     NotFound,
+    #[error("not allowed")]
+    Forbidden,
     #[error("read the store: {0}")]
     Store(#[from] StoreError),
 }
 
-/// The session the request's cookie names, with the cookie's value.
-fn current_session(state: &ApiState, headers: &HeaderMap) -> Option<(String, Session)> {
+/// The session the request's cookie names, with the cookie's value. A session opened with an
+/// API token ends as soon as the token is revoked or expires.
+async fn current_session(state: &ApiState, headers: &HeaderMap) -> Option<(String, Session)> {
     let token = session::cookie(headers, COOKIE)?;
     let session = Sessions::global().find(token, &state.admin_token_hash, Instant::now())?;
+    if let Kind::Token(id) = &session.principal.kind {
+        let live = match state.hub.store().api_token(id).await {
+            Ok(found) => tokens::check(found.as_ref(), Timestamp::now()).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(reason) = live {
+            info!(who = %session.principal.name, %reason, "dashboard session ended: its token no longer works");
+            Sessions::global().end(token);
+            return None;
+        }
+    }
     Some((token.to_owned(), session))
 }
 
@@ -354,51 +398,213 @@ fn too_large() -> Response<Body> {
     )
 }
 
-/// Whether the admin token is `token`, in constant time.
-fn token_matches(state: &ApiState, token: &str) -> bool {
-    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    !token.is_empty() && bool::from(hash.ct_eq(&state.admin_token_hash))
-}
-
-/// `POST /login`: the admin token opens a session.
-async fn login(state: &ApiState, request: Request<Incoming>) -> Response<Body> {
-    let https = request
-        .headers()
+/// Whether a request came through a TLS-terminating proxy (its cookies are then `Secure`).
+fn https(headers: &HeaderMap) -> bool {
+    headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+/// Opens a session for `principal` (audited as a login through `how`); its cookie.
+async fn open_session(
+    state: &ApiState,
+    principal: Principal,
+    https: bool,
+    peer: SocketAddr,
+    how: &str,
+) -> Option<HeaderValue> {
+    let left = principal.expires.map(|end| {
+        let seconds = end.duration_since(Timestamp::now()).as_secs().max(0);
+        std::time::Duration::from_secs(seconds.unsigned_abs())
+    });
+    let actor = Actor {
+        who: principal.name.clone(),
+        source: "dashboard",
+        address: peer.to_string(),
+    };
+    let entry = actor.audit(
+        "login",
+        "dashboard",
+        serde_json::json!({"method": how, "grants": principal.grants_text()}),
+    );
+    if let Err(error) = state.hub.store().record_audit(&entry).await {
+        error!(%error, "dashboard login: audit entry not written; login refused");
+        return None;
+    }
+    info!(who = %principal.name, grants = %principal.grants_text(), method = how, "dashboard login");
+    let cookie = Sessions::global().create(state.admin_token_hash, principal, Instant::now(), left);
+    let max_age = left.map_or(session::LIFETIME, |l| l.min(session::LIFETIME));
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        max_age.as_secs(),
+        if https { "; Secure" } else { "" }
+    ))
+    .ok()
+}
+
+/// `POST /login`: the admin token or an API token opens a session.
+async fn login(state: &ApiState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let https = https(request.headers());
     let Some(form) = read_form(request).await else {
         return too_large();
     };
     let token = field(&form, "token").unwrap_or_default().trim();
-    if !token_matches(state, token) {
-        warn!("dashboard login refused");
-        return html(
-            StatusCode::UNAUTHORIZED,
-            layout::login(Some(
-                "The token was refused: it is not this hub's admin token.",
-            )),
-        );
-    }
-    let cookie = Sessions::global().create(state.admin_token_hash, Instant::now());
-    info!("dashboard login");
+    let principal = match crate::api::principal_of_token(state, token).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            warn!(reason = %error.message, "dashboard login refused");
+            return html(
+                StatusCode::UNAUTHORIZED,
+                layout::login(
+                    Some(&format!("The token was refused: {}.", error.message)),
+                    state.sso.is_some(),
+                ),
+            );
+        }
+    };
+    let Some(cookie) = open_session(state, principal, https, peer, "token").await else {
+        return store_failed();
+    };
     let mut response = redirect("/");
-    let value = format!(
-        "{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-        session::LIFETIME.as_secs(),
-        if https { "; Secure" } else { "" }
-    );
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
 }
 
+/// The cookie that binds a single sign-on in flight to the browser that started it.
+const SSO_COOKIE: &str = "flotilla_sso";
+
+/// `GET /auth/sso`: off to the identity provider, with PKCE and a state bound to this
+/// browser by a short-lived cookie.
+async fn sso_start(state: &ApiState, headers: &HeaderMap) -> Response<Body> {
+    let Some(sso) = &state.sso else {
+        return not_found(&Chrome::default());
+    };
+    match sso.begin().await {
+        Ok((url, login_state)) => {
+            let mut response = redirect(&url);
+            let cookie = format!(
+                "{SSO_COOKIE}={login_state}; HttpOnly; SameSite=Lax; Path=/auth; Max-Age=600{}",
+                if https(headers) { "; Secure" } else { "" }
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(error) => {
+            warn!(%error, "single sign-on could not start");
+            html(
+                StatusCode::BAD_GATEWAY,
+                layout::login(
+                    Some(&format!("Single sign-on is unavailable: {error}.")),
+                    true,
+                ),
+            )
+        }
+    }
+}
+
+/// `GET /auth/callback?code=…&state=…`: the identity provider's answer. The state must be
+/// the one this browser's cookie holds; the code is exchanged once.
+async fn sso_callback(
+    state: &ApiState,
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some(sso) = &state.sso else {
+        return not_found(&Chrome::default());
+    };
+    let refuse = |status: StatusCode, message: String| {
+        let mut response = html(status, layout::login(Some(&message), true));
+        response.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static(
+                "flotilla_sso=; HttpOnly; SameSite=Lax; Path=/auth; Max-Age=0",
+            ),
+        );
+        response
+    };
+    let query: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    if let Some(error) = field(&query, "error") {
+        let description = field(&query, "error_description").unwrap_or_default();
+        warn!(
+            error,
+            description, "single sign-on refused by the identity provider"
+        );
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("The identity provider refused the sign-in: {error} {description}"),
+        );
+    }
+    let (Some(code), Some(given)) = (field(&query, "code"), field(&query, "state")) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "The identity provider's answer carried no code or state; start again.".to_owned(),
+        );
+    };
+    let bound = session::cookie(request.headers(), SSO_COOKIE)
+        .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(given.as_bytes())));
+    if !bound {
+        warn!("single sign-on answer refused: its state is not this browser's");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "This sign-in did not start in this browser (or took over ten minutes); start again."
+                .to_owned(),
+        );
+    }
+    let principal = match sso.finish(given, code).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            warn!(%error, "single sign-on failed");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("Single sign-on failed: {error}."),
+            );
+        }
+    };
+    let who = principal.name.clone();
+    let Some(cookie) = open_session(state, principal, https(request.headers()), peer, "sso").await
+    else {
+        return store_failed();
+    };
+    let mut response = html(StatusCode::OK, layout::signed_in(&who));
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, cookie);
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("flotilla_sso=; HttpOnly; SameSite=Lax; Path=/auth; Max-Age=0"),
+    );
+    response
+}
+
+fn store_failed() -> Response<Body> {
+    html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        layout::message(
+            "Something failed",
+            "The hub's store failed; see the hub's log.",
+            &Chrome::default(),
+        ),
+    )
+}
+
 /// `POST /logout`: ends the session (CSRF-checked).
-async fn logout(request: Request<Incoming>, token: &str, session: &Session) -> Response<Body> {
+async fn logout(
+    state: &ApiState,
+    request: Request<Incoming>,
+    token: &str,
+    session: &Session,
+    peer: SocketAddr,
+) -> Response<Body> {
     let chrome = Chrome {
         csrf: Some(&session.csrf),
         flash: None,
+        who: Some(&session.principal),
     };
     let Some(form) = read_form(request).await else {
         return too_large();
@@ -407,7 +613,20 @@ async fn logout(request: Request<Incoming>, token: &str, session: &Session) -> R
         return forbidden(&chrome);
     }
     Sessions::global().end(token);
-    info!("dashboard logout");
+    let actor = Actor {
+        who: session.principal.name.clone(),
+        source: "dashboard",
+        address: peer.to_string(),
+    };
+    if let Err(error) = state
+        .hub
+        .store()
+        .record_audit(&actor.audit("logout", "dashboard", serde_json::json!({})))
+        .await
+    {
+        warn!(%error, "dashboard logout: audit entry not written");
+    }
+    info!(who = %session.principal.name, "dashboard logout");
     let mut response = redirect("/login");
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -426,25 +645,67 @@ async fn load_fleet(state: &ApiState) -> Result<Fleet, StoreError> {
     .await
 }
 
+/// What `principal` may reach through the API route a page or button stands for (its row
+/// of the permissions table), or a refusal.
+fn scope(principal: &Principal, method: &Method, path: &str) -> Result<Scope, PageError> {
+    let rules = auth::PERMISSIONS
+        .as_ref()
+        .map_err(|_| PageError::Forbidden)?;
+    let rule = auth::rule(rules, method, path).ok_or(PageError::Forbidden)?;
+    auth::decide(principal, rule).map_err(|_| PageError::Forbidden)
+}
+
+/// The fleet as `scope` lets its principal see it.
+async fn visible_fleet(state: &ApiState, scope: &Scope) -> Result<Fleet, StoreError> {
+    let fleet = load_fleet(state).await?;
+    Ok(if scope.is_all() {
+        fleet
+    } else {
+        fleet.only_projects(|project| scope.allows(project))
+    })
+}
+
 /// The title and `<main>` of a page.
 async fn page(
     state: &ApiState,
     route: &Route,
     query: Option<&str>,
-    csrf: &str,
+    session: &Session,
 ) -> Result<(String, Markup), PageError> {
+    let principal = &session.principal;
     match route {
         Route::Overview => {
-            let fleet = load_fleet(state).await?;
+            let scope = scope(principal, &Method::GET, "/api/v1/applications")?;
+            let fleet = visible_fleet(state, &scope).await?;
             let query = overview::Query::parse(query);
             Ok(("Fleet".to_owned(), overview::render(&fleet, &query)))
         }
-        Route::App(name) => app_page(state, name, csrf).await,
-        Route::Cluster(name) => cluster_page(state, name).await,
+        Route::App(name) => app_page(state, name, session).await,
+        Route::Cluster(name) => cluster_page(state, name, principal).await,
+        Route::Audit => {
+            let scope = scope(principal, &Method::GET, "/api/v1/audit")?;
+            let store = state.hub.store();
+            let subjects = crate::api::guard::audit_subjects(store, &scope).await?;
+            let entries: Vec<_> = store
+                .audit_log(AUDIT_ROWS)
+                .await?
+                .into_iter()
+                .filter(|e| {
+                    subjects.as_ref().is_none_or(|subjects| {
+                        e.who == principal.name || subjects.contains(e.subject.as_str())
+                    })
+                })
+                .collect();
+            Ok(("Audit log".to_owned(), layout::audit(&entries)))
+        }
         Route::Repositories => {
+            let scope = scope(principal, &Method::GET, "/api/v1/repositories")?;
+            let visible =
+                crate::api::guard::RepositoryFilter::of(state.hub.store(), &scope).await?;
             let records = state.hub.store().repositories().await?;
             let mut urls = state.hub.known_repositories().await?;
             urls.extend(records.iter().map(|r| r.url.clone()));
+            urls.retain(|url| visible.allows(url));
             let rows: Vec<repositories::Row<'_>> = urls
                 .iter()
                 .map(|url| repositories::Row {
@@ -539,11 +800,27 @@ fn object_clusters(cells: &[&Cell]) -> (Vec<String>, usize) {
     (all.into_iter().take(OBJECT_CLUSTERS).collect(), left_out)
 }
 
-async fn app_page(state: &ApiState, name: &str, csrf: &str) -> Result<(String, Markup), PageError> {
-    let fleet = load_fleet(state).await?;
+async fn app_page(
+    state: &ApiState,
+    name: &str,
+    session: &Session,
+) -> Result<(String, Markup), PageError> {
+    let principal = &session.principal;
+    let scope = scope(principal, &Method::GET, "/api/v1/applications/{name}")?;
+    let fleet = visible_fleet(state, &scope).await?;
     let target = resolve(state, &fleet, name)
         .await?
         .ok_or(PageError::NotFound)?;
+    // An application of a project the principal may not see does not exist for them.
+    if !scope.allows(&target.project) {
+        return Err(PageError::NotFound);
+    }
+    let may = |method: Method, path: &str| auth::may(principal, &method, path, &target.project);
+    let buttons = application::Buttons {
+        sync: may(Method::POST, "/api/v1/applications/{name}/sync"),
+        rollback: may(Method::POST, "/api/v1/applications/{name}/rollback"),
+        unpin: may(Method::DELETE, "/api/v1/applications/{name}/pin"),
+    };
     let store = state.hub.store();
     let apps: HashSet<&str> = target.apps.iter().map(String::as_str).collect();
     let mut cells: Vec<&Cell> = target
@@ -601,24 +878,32 @@ async fn app_page(state: &ApiState, name: &str, csrf: &str) -> Result<(String, M
         statuses: &statuses,
         statuses_left_out,
         drift: &drift,
-        csrf,
+        csrf: &session.csrf,
+        buttons,
     });
     Ok((name.to_owned(), main))
 }
 
-async fn cluster_page(state: &ApiState, name: &str) -> Result<(String, Markup), PageError> {
-    let fleet = load_fleet(state).await?;
+async fn cluster_page(
+    state: &ApiState,
+    name: &str,
+    principal: &Principal,
+) -> Result<(String, Markup), PageError> {
+    let scope = scope(principal, &Method::GET, "/api/v1/clusters/{name}")?;
+    let fleet = visible_fleet(state, &scope).await?;
     let cluster = fleet.cluster(name).ok_or(PageError::NotFound)?;
     let cells: Vec<&Cell> = fleet.cells_of_cluster(name).collect();
+    let visible: HashSet<&str> = fleet.apps.iter().map(|a| a.name.as_str()).collect();
     let store = state.hub.store();
     let statuses: Vec<_> = store
         .app_statuses(name)
         .await?
         .into_iter()
+        .filter(|s| visible.contains(s.app.as_str()))
         .map(|s| (name.to_owned(), s))
         .collect();
     let reports = store.status_history(name, DRIFT_REPORTS).await?;
-    let drift = drift::of_reports(name, &reports, |_| true);
+    let drift = drift::of_reports(name, &reports, |app| visible.contains(app));
     let main = cluster::render(&cluster::ClusterPage {
         cluster,
         cells,
@@ -637,10 +922,12 @@ async fn app_action(
     session: &Session,
     name: &str,
     action: Action,
+    peer: SocketAddr,
 ) -> Response<Body> {
     let chrome = Chrome {
         csrf: Some(&session.csrf),
         flash: None,
+        who: Some(&session.principal),
     };
     let Some(form) = read_form(request).await else {
         return too_large();
@@ -652,7 +939,12 @@ async fn app_action(
         );
         return forbidden(&chrome);
     }
-    let outcome = match act(state, name, action, &form).await {
+    let actor = Actor {
+        who: session.principal.name.clone(),
+        source: "dashboard",
+        address: peer.to_string(),
+    };
+    let outcome = match act(state, name, action, &form, &session.principal, &actor).await {
         Ok(Some(flash)) => flash,
         Ok(None) => return not_found(&chrome),
         Err(error) => {
@@ -673,15 +965,38 @@ async fn act(
     name: &str,
     action: Action,
     form: &[(String, String)],
+    principal: &Principal,
+    actor: &Actor,
 ) -> Result<Option<Flash>, StoreError> {
-    let fleet = load_fleet(state).await?;
+    let read = scope(principal, &Method::GET, "/api/v1/applications/{name}")
+        .unwrap_or_else(|_| Scope::Projects(Default::default()));
+    let fleet = visible_fleet(state, &read).await?;
     let Some(target) = resolve(state, &fleet, name).await? else {
         return Ok(None);
     };
-    let actor = Actor {
-        who: "admin".to_owned(),
-        source: "dashboard",
+    if !read.allows(&target.project) {
+        return Ok(None);
+    }
+    let (method, path, verb) = match action {
+        Action::Sync => (Method::POST, "/api/v1/applications/{name}/sync", "sync"),
+        Action::Rollback => (
+            Method::POST,
+            "/api/v1/applications/{name}/rollback",
+            "roll back",
+        ),
+        Action::Unpin => (Method::DELETE, "/api/v1/applications/{name}/pin", "unpin"),
     };
+    if !auth::may(principal, &method, path, &target.project) {
+        warn!(who = %principal.name, app = name, action = verb, "dashboard action refused by the permissions table");
+        return Ok(Some(Flash {
+            message: format!(
+                "Refused: your roles ({}) do not allow you to {verb} {name} (project {}).",
+                principal.grants_text(),
+                target.project
+            ),
+            error: true,
+        }));
+    }
     let hub = &state.hub;
     let refused = |message: String| {
         Ok(Some(Flash {
@@ -709,7 +1024,7 @@ async fn act(
             let mut pinned = 0;
             let mut missing: Vec<String> = Vec::new();
             for app in &target.apps {
-                match actions::rollback(hub, &actor, app, cluster, revision).await {
+                match actions::rollback(hub, actor, app, cluster, revision).await {
                     Ok(_) => pinned += 1,
                     Err(error) if error.code == "revision_not_deployed" => {
                         let clusters: Vec<String> = fleet
@@ -759,7 +1074,7 @@ async fn act(
             }
             for pin in &pins {
                 if let Err(error) =
-                    actions::unpin(hub, &actor, &pin.app, pin.cluster.as_deref()).await
+                    actions::unpin(hub, actor, &pin.app, pin.cluster.as_deref()).await
                 {
                     return refused(format!("Unpin failed: {}", error.message));
                 }
@@ -778,7 +1093,7 @@ async fn act(
                     Ok(own) => {
                         let own = own.unwrap_or_default();
                         repos.extend(own.iter().cloned());
-                        actions::sync(hub, &actor, app, own).await
+                        actions::sync(hub, actor, app, own).await
                     }
                     Err(error) => Err(error),
                 };

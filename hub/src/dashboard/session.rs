@@ -1,5 +1,6 @@
-//! Dashboard sessions: who logged in with the admin token, for how long, and the CSRF token
-//! each of their forms must carry. Held in memory only (a restart logs everyone out), keyed
+//! Dashboard sessions: who logged in (the principal of the token or the single sign-on they
+//! used), until when — twelve hours at most, never past the credential's own expiry — and
+//! the CSRF token each of their forms must carry. Held in memory only (a restart logs everyone out), keyed
 //! by the SHA-256 of the cookie's value so the table never holds a usable secret.
 //!
 //! Pure but for the clock and the random bytes, which callers pass in or which come from the
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+
+use crate::auth::Principal;
 
 /// How long a session lasts after login.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
@@ -32,6 +35,8 @@ pub struct Flash {
 pub struct Session {
     /// What every form of this session carries in its `csrf` field.
     pub csrf: String,
+    /// Who logged in.
+    pub principal: Principal,
     expires: Instant,
     /// The admin token hash of the hub that made it: a session of one hub is nothing to
     /// another in the same process.
@@ -77,13 +82,21 @@ impl Sessions {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new session of the hub whose admin token hashes to `owner`; the cookie's value.
-    /// Expired sessions are dropped on the way.
-    pub fn create(&self, owner: [u8; 32], now: Instant) -> String {
+    /// A new session of `principal` on the hub whose admin token hashes to `owner`, for
+    /// [`LIFETIME`] or until the credential ends (`left`), whichever comes first; the
+    /// cookie's value. Expired sessions are dropped on the way.
+    pub fn create(
+        &self,
+        owner: [u8; 32],
+        principal: Principal,
+        now: Instant,
+        left: Option<Duration>,
+    ) -> String {
         let token = random_token();
         let session = Session {
             csrf: random_token(),
-            expires: now + LIFETIME,
+            principal,
+            expires: now + left.map_or(LIFETIME, |left| left.min(LIFETIME)),
             owner,
             flash: None,
         };
@@ -156,7 +169,7 @@ mod tests {
     fn a_session_lives_twelve_hours() {
         let sessions = Sessions::default();
         let start = Instant::now();
-        let token = sessions.create(HUB, start);
+        let token = sessions.create(HUB, Principal::local_admin(), start, None);
         assert_eq!(token.len(), 64);
         assert!(sessions.find(&token, &HUB, start).is_some());
         assert!(
@@ -173,9 +186,14 @@ mod tests {
     fn expired_sessions_are_dropped_when_another_is_made() {
         let sessions = Sessions::default();
         let start = Instant::now();
-        sessions.create(HUB, start);
-        sessions.create(HUB, start);
-        let later = sessions.create(HUB, start + LIFETIME + Duration::from_secs(1));
+        sessions.create(HUB, Principal::local_admin(), start, None);
+        sessions.create(HUB, Principal::local_admin(), start, None);
+        let later = sessions.create(
+            HUB,
+            Principal::local_admin(),
+            start + LIFETIME + Duration::from_secs(1),
+            None,
+        );
         assert_eq!(sessions.len(), 1);
         assert!(
             sessions
@@ -185,10 +203,32 @@ mod tests {
     }
 
     #[test]
+    fn a_session_ends_with_its_credential() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let token = sessions.create(
+            HUB,
+            Principal::local_admin(),
+            start,
+            Some(Duration::from_secs(60)),
+        );
+        assert!(
+            sessions
+                .find(&token, &HUB, start + Duration::from_secs(59))
+                .is_some()
+        );
+        assert!(
+            sessions
+                .find(&token, &HUB, start + Duration::from_secs(60))
+                .is_none()
+        );
+    }
+
+    #[test]
     fn sessions_belong_to_their_hub_and_end() {
         let sessions = Sessions::default();
         let now = Instant::now();
-        let token = sessions.create(HUB, now);
+        let token = sessions.create(HUB, Principal::local_admin(), now, None);
         assert!(sessions.find(&token, &[8; 32], now).is_none());
         assert!(sessions.find("not-a-session", &HUB, now).is_none());
         assert!(sessions.end(&token));
@@ -200,7 +240,7 @@ mod tests {
     fn csrf_tokens_must_match_exactly() {
         let sessions = Sessions::default();
         let now = Instant::now();
-        let token = sessions.create(HUB, now);
+        let token = sessions.create(HUB, Principal::local_admin(), now, None);
         let session = sessions.find(&token, &HUB, now).expect("live");
         let check = |given: &str, expected: bool| assert_eq!(session.csrf_matches(given), expected);
         check(&session.csrf.clone(), true);
@@ -209,7 +249,7 @@ mod tests {
         check(&format!("{}0", session.csrf), false);
         check(&session.csrf.to_uppercase(), false);
         // Each session has its own.
-        let other = sessions.create(HUB, now);
+        let other = sessions.create(HUB, Principal::local_admin(), now, None);
         let other = sessions.find(&other, &HUB, now).expect("live");
         assert_ne!(other.csrf, session.csrf);
     }
@@ -217,7 +257,7 @@ mod tests {
     #[test]
     fn a_flash_is_shown_once() {
         let sessions = Sessions::default();
-        let token = sessions.create(HUB, Instant::now());
+        let token = sessions.create(HUB, Principal::local_admin(), Instant::now(), None);
         let flash = Flash {
             message: "rolled back".into(),
             error: false,

@@ -334,7 +334,10 @@ pub struct AuditEntry {
     pub action: String,
     pub subject: String,
     pub detail: Value,
+    /// Through what: `api`, `dashboard`, `agent-api`, a configuration repository's URL.
     pub source: String,
+    /// The client's address as the hub saw it (empty for the hub's own changes).
+    pub address: String,
 }
 
 /// How much history the store keeps.
@@ -369,6 +372,32 @@ pub trait Store: Send + Sync {
     fn cluster(&self, name: &str) -> impl Future<Output = Res<Option<ClusterRecord>>> + Send;
     fn clusters(&self) -> impl Future<Output = Res<Vec<ClusterRecord>>> + Send;
     fn delete_cluster(&self, name: &str) -> impl Future<Output = Res<bool>> + Send;
+
+    // API tokens (their hashes).
+    /// Stores a new token with the audit entry of its creation.
+    fn put_api_token(
+        &self,
+        token: &crate::auth::tokens::ApiToken,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Res<()>> + Send;
+    fn api_token_by_hash(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Res<Option<crate::auth::tokens::ApiToken>>> + Send;
+    fn api_token(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Res<Option<crate::auth::tokens::ApiToken>>> + Send;
+    /// Every token, newest first.
+    fn api_tokens(&self) -> impl Future<Output = Res<Vec<crate::auth::tokens::ApiToken>>> + Send;
+    /// Marks a token revoked (false when there is no live one by that id), with the audit entry.
+    fn revoke_api_token(
+        &self,
+        id: &str,
+        at: Timestamp,
+        by: &str,
+        audit: &AuditEntry,
+    ) -> impl Future<Output = Res<bool>> + Send;
 
     // Bootstrap tokens.
     fn put_bootstrap_token(&self, token: &BootstrapToken) -> impl Future<Output = Res<()>> + Send;

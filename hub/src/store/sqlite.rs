@@ -28,6 +28,7 @@ use super::{
     Problem, ProjectRecord, Registration, RepositoryRecord, Retention, StatusHistoryEntry,
     StatusReport, Store, StoreError, StoredState,
 };
+use crate::auth::tokens::ApiToken;
 use crate::failpoint::{self, Failpoints};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -286,6 +287,23 @@ impl SqliteStore {
             subject: get(row, OP, "subject")?,
             detail: from_json(OP, "detail", &get::<String>(row, OP, "detail")?)?,
             source: get(row, OP, "source")?,
+            address: get(row, OP, "address")?,
+        })
+    }
+
+    fn api_token_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
+        const OP: &str = "read API token";
+        let revoked_at = opt_ms(OP, "revoked_at", get(row, OP, "revoked_at")?)?;
+        let revoked_by: Option<String> = get(row, OP, "revoked_by")?;
+        Ok(ApiToken {
+            id: get(row, OP, "id")?,
+            name: get(row, OP, "name")?,
+            hash: get(row, OP, "token_hash")?,
+            grants: from_json(OP, "grants", &get::<String>(row, OP, "grants")?)?,
+            created_at: from_ms(OP, "created_at", get(row, OP, "created_at")?)?,
+            created_by: get(row, OP, "created_by")?,
+            expires_at: from_ms(OP, "expires_at", get(row, OP, "expires_at")?)?,
+            revoked: revoked_at.map(|at| (at, revoked_by.unwrap_or_default())),
         })
     }
 }
@@ -295,7 +313,8 @@ async fn insert_audit(
     entry: &AuditEntry,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO audit (at, who, action, subject, detail, source) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit (at, who, action, subject, detail, source, address)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(ms(entry.at))
     .bind(&entry.who)
@@ -303,6 +322,7 @@ async fn insert_audit(
     .bind(&entry.subject)
     .bind(json_text(&entry.detail))
     .bind(&entry.source)
+    .bind(&entry.address)
     .execute(conn)
     .await
     .map_err(query("write audit entry"))?;
@@ -503,6 +523,88 @@ impl Store for SqliteStore {
             .await
             .map_err(query("delete application"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_api_token(&self, token: &ApiToken, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query("begin"))?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, token_hash, grants, created_at, created_by,
+                                     expires_at, revoked_at, revoked_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(&token.hash)
+        .bind(json_text(&token.grants))
+        .bind(ms(token.created_at))
+        .bind(&token.created_by)
+        .bind(ms(token.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(query("write API token"))?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(query("commit API token"))?;
+        Ok(())
+    }
+
+    async fn api_token_by_hash(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read API token"))?
+            .as_ref()
+            .map(Self::api_token_row)
+            .transpose()
+    }
+
+    async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read API token"))?
+            .as_ref()
+            .map(Self::api_token_row)
+            .transpose()
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("read API tokens"))?
+            .iter()
+            .map(Self::api_token_row)
+            .collect()
+    }
+
+    async fn revoke_api_token(
+        &self,
+        id: &str,
+        at: Timestamp,
+        by: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query("begin"))?;
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2, revoked_by = $3
+             WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(ms(at))
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .map_err(query("revoke API token"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit()
+            .await
+            .map_err(query("commit API token revocation"))?;
+        Ok(true)
     }
 
     async fn put_bootstrap_token(&self, token: &BootstrapToken) -> Result<(), StoreError> {

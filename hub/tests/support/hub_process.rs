@@ -169,6 +169,22 @@ impl Serve {
         self.send(request).await
     }
 
+    /// Only the status of an answer (an event stream's body never ends).
+    pub async fn status(&self, method: &str, path: &str, token: Option<&str>) -> u16 {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("the hub answers")
+            .status()
+            .as_u16()
+    }
+
     pub async fn admin(&self, method: &str, path: &str, body: Option<String>) -> Reply {
         self.call(method, path, Some(&self.token.clone()), body)
             .await
