@@ -15,3 +15,4 @@ mod harness;
 mod processes;
 mod rbac;
 mod realworld;
+mod sso;

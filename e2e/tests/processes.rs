@@ -119,6 +119,26 @@ pub fn spawn(
     }
 }
 
+/// Spawns `command` with its stdout and stderr in `log`, for a process that prints no ready
+/// line (the caller polls it instead).
+pub fn spawn_logged(mut command: Command, log: PathBuf) -> anyhow::Result<Process> {
+    let file = std::fs::File::create(&log)?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .context("spawn")?;
+    Ok(Process { child, log })
+}
+
+impl Process {
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 /// (application, cluster) → (revision, sync, health).
 pub type Deployments = BTreeMap<(String, String), (String, String, String)>;
 
@@ -343,12 +363,18 @@ spec:
 impl Hub {
     /// [`Hub::start`] with more `serve` arguments (a configuration repository, say).
     pub fn start_with(&mut self, extra: &[String]) -> anyhow::Result<()> {
+        self.start_on("127.0.0.1:0", extra)
+    }
+
+    /// [`Hub::start_with`] with the human API on `listen` (`127.0.0.1:PORT`), for a test that
+    /// must know the hub's address before it starts (an OIDC redirect URL, say).
+    pub fn start_on(&mut self, listen: &str, extra: &[String]) -> anyhow::Result<()> {
         self.starts += 1;
         let mut command = Command::new(binary("flotilla-hub")?);
         command
             .args(["serve", "--data-dir"])
             .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .arg(format!("--agent-listen=127.0.0.1:{}", self.agent_port))
             .arg(format!("--rewrite={FLEET}={}", self.repo.display()))
             .args(["--poll-interval", "1h", "--offline-after", "20s"])
