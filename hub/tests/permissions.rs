@@ -235,6 +235,13 @@ async fn setup(dir: &std::path::Path) -> Fixture {
         "apps/web/config.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {a: b}\n",
     );
+    support::write(
+        &repo,
+        "apps/rbac/binding.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: everyone-admin}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n\
+         subjects: [{kind: Group, name: 'system:authenticated', apiGroup: rbac.authorization.k8s.io}]\n",
+    );
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "web"]);
     let data_dir = dir.join("data");
@@ -584,6 +591,41 @@ async fn roles_keep_to_their_projects() {
             .as_str()
             .unwrap_or_default()
             .contains("(sourceRepos)")
+    );
+
+    // A maintainer cannot ship a ClusterRoleBinding its project does not allow: the
+    // application is declared, but refused when rendered, and never reaches the cluster.
+    let binding = app_yaml("shop-rbac", "shop").replace("path: apps/web", "path: apps/rbac")
+        + "  syncPolicy: {automated: {}}\n";
+    let reply = as_(
+        Role::Maintainer,
+        "POST",
+        "/api/v1/applications".into(),
+        Some(binding),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let why = loop {
+        let app = fx
+            .admin_ok("GET", "/api/v1/applications/shop-rbac", None)
+            .await;
+        if let Some(why) = app["clusters"][0]["why"].as_str()
+            && why.contains("clusterResourceWhitelist")
+        {
+            break why.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal in time: {app}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(why.contains("ClusterRoleBinding everyone-admin"), "{why}");
+    let state = fx.hub.state("east").await.expect("east is served a state");
+    assert!(
+        !state.to_string().contains("everyone-admin"),
+        "the binding is in no signed state"
     );
 
     // The audit log records who did what from where, and a maintainer reads only its part.

@@ -393,11 +393,27 @@ impl ProjectRules {
         })
     }
 
-    /// Refuses objects of a blacklisted kind and objects in a namespace the project does not
-    /// allow on this cluster; the message names the application and the object.
+    /// Refuses objects of a blacklisted kind, objects in a namespace the project does not
+    /// allow on this cluster, and objects of a well-known cluster-scoped kind the project's
+    /// `clusterResourceWhitelist` leaves out; the message names the application and the
+    /// object. Cluster-scoped kinds the hub cannot know (those of CRDs) are the agent's to
+    /// refuse, by the signed limits and the cluster's discovery.
     pub fn check_objects(&self, app: &str, objects: &[Value]) -> Result<(), String> {
         for object in objects {
             let (group, kind) = group_kind(object);
+            if let Some(allowed) = &self.cluster_resources
+                && CLUSTER_SCOPED.contains(&(group, kind))
+                && !allowed.iter().any(|gk| {
+                    wildcard_matches(&gk.group, group) && wildcard_matches(&gk.kind, kind)
+                })
+            {
+                return Err(format!(
+                    "application {app}: {} is of the cluster-scoped kind {}, which project {} does not allow (clusterResourceWhitelist)",
+                    describe(object),
+                    shown_kind(group, kind),
+                    self.project
+                ));
+            }
             if self
                 .blacklist
                 .iter()
@@ -423,6 +439,40 @@ impl ProjectRules {
         Ok(())
     }
 }
+
+/// Cluster-scoped kinds of Kubernetes itself, by (group, kind): what the hub refuses at render
+/// time when a project's `clusterResourceWhitelist` leaves them out.
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    ("apiregistration.k8s.io", "APIService"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "VolumeAttachment"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("networking.k8s.io", "IngressClass"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+];
 
 fn object_namespace(object: &Value) -> Option<&str> {
     object["metadata"]["namespace"]
@@ -745,8 +795,21 @@ mod tests {
             east.check_objects("web", &[stray]),
             Err("application web: apps/Deployment kube-system/web is in namespace kube-system, which project team-a does not allow on this cluster".to_owned())
         );
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                             "metadata": {"name": "root"}});
         assert_eq!(
-            ProjectRules::open("default").check_objects("web", &[deploy]),
+            east.check_objects("web", std::slice::from_ref(&binding)),
+            Err("application web: rbac.authorization.k8s.io/ClusterRoleBinding root is of the cluster-scoped kind rbac.authorization.k8s.io/ClusterRoleBinding, which project team-a does not allow (clusterResourceWhitelist)".to_owned())
+        );
+        let namespace =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a-web"}});
+        assert_eq!(
+            east.check_objects("web", &[namespace]),
+            Ok(()),
+            "whitelisted"
+        );
+        assert_eq!(
+            ProjectRules::open("default").check_objects("web", &[deploy, binding]),
             Ok(())
         );
     }
