@@ -496,7 +496,7 @@ spec:
     let audit = cli.run(&["audit", "--limit", "100"]).ok();
     assert_eq!(
         row(&audit.stdout, "AT"),
-        ["AT", "WHO", "SOURCE", "ACTION", "SUBJECT", "DETAIL"]
+        ["AT", "WHO", "SOURCE", "FROM", "ACTION", "SUBJECT", "DETAIL"]
     );
     for action in [
         "create application",

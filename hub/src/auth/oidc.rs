@@ -248,9 +248,14 @@ impl Sso {
             .id_token()
             .ok_or_else(|| SsoError::BadToken("no ID token in the answer".into()))?;
         let verifier = client.id_token_verifier();
-        let claims = id_token
-            .claims(&verifier, &pending.nonce)
-            .map_err(|e| SsoError::BadToken(chain(&e)))?;
+        let claims = match id_token.claims(&verifier, &pending.nonce) {
+            Ok(claims) => claims,
+            Err(error) => {
+                // The IdP may have rotated its signing keys: the next sign-in discovers again.
+                *self.metadata.write().await = None;
+                return Err(SsoError::BadToken(chain(&error)));
+            }
+        };
         let who = claims
             .email()
             .map(|e| e.as_str().to_owned())
