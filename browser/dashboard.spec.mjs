@@ -149,7 +149,19 @@ try {
   await page.goto(`${base}/repositories`);
   await page.locator('main').waitFor();
   problems.push(...(await accessibility(page, 'repositories')));
-  step('cluster and repositories pages');
+  // The audit log holds the rollback just made, by the admin, from the browser's address.
+  await page.goto(`${base}/audit`);
+  await page.locator('table#audit').waitFor().catch(() => fail('/audit has no table#audit'));
+  const rollback = page.locator('table#audit tr', { hasText: 'rollback' }).first();
+  if ((await rollback.count()) === 0) problems.push('audit page: no rollback entry');
+  else {
+    const text = await rollback.innerText();
+    if (!text.includes('admin') || !text.includes('dashboard') || !text.includes('127.0.0.1:')) {
+      problems.push(`audit page: the rollback entry lacks who, through what or from where: ${text}`);
+    }
+  }
+  problems.push(...(await accessibility(page, 'audit')));
+  step('cluster, repositories and audit pages');
   problems.push(...page.violations.map((v) => `content security policy: ${v}`));
 } finally {
   await browser.close();
