@@ -11,8 +11,6 @@
 //! `npm ci --prefix browser`; `.ci/run` installs Chromium). Screenshots go to
 //! `target/browser-artifacts/`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -20,6 +18,7 @@ use flotilla_e2e::eventually;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 
+use crate::browser::{browser_tools, run_script, workspace};
 use crate::processes::{Hub, Process, admin_agent, commit, git, write_web_app};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -41,72 +40,6 @@ spec:
       destination: {name: '{{name}}', namespace: web}
       syncPolicy: {automated: {prune: true, selfHeal: true}, syncOptions: [CreateNamespace=true]}
 ";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lies in the workspace")
-        .to_owned()
-}
-
-/// Node, Chromium and the browser packages, or an error that says how to install them.
-fn browser_tools() -> anyhow::Result<()> {
-    let chromium = std::env::var_os("FLOTILLA_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    ensure!(
-        chromium.is_file(),
-        "the dashboard test needs Chromium at {}: install it with `apt-get install -y chromium \
-         chromium-driver` (.ci/run does), or set FLOTILLA_CHROMIUM to a Chromium binary",
-        chromium.display()
-    );
-    let node = Command::new("node").arg("--version").output();
-    ensure!(
-        node.is_ok_and(|o| o.status.success()),
-        "the dashboard test needs Node.js 18 or newer on PATH (apt-get install -y nodejs npm)"
-    );
-    let modules = workspace().join("browser/node_modules");
-    for package in ["playwright-core", "axe-core"] {
-        ensure!(
-            modules.join(package).is_dir(),
-            "the dashboard test needs {}: run `npm ci --prefix browser` (make e2e does)",
-            modules.join(package).display()
-        );
-    }
-    Ok(())
-}
-
-/// Runs `browser/dashboard.spec.mjs` with `env`, printing its output; bounded by
-/// [`BROWSER_LIMIT`].
-fn run_browser(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<(bool, String)> {
-    let out = dir.join("browser.out");
-    let mut child = Command::new("node")
-        .arg(workspace().join("browser/dashboard.spec.mjs"))
-        .current_dir(workspace().join("browser"))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::options().append(true).open(&out)?)
-        .spawn()
-        .context("run node browser/dashboard.spec.mjs")?;
-    let deadline = Instant::now() + BROWSER_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ignored = child.kill();
-            let _ignored = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let output = std::fs::read_to_string(&out).unwrap_or_default();
-    println!("--- browser/dashboard.spec.mjs\n{output}---");
-    match status {
-        Some(status) => Ok((status.success(), output)),
-        None => bail!("browser/dashboard.spec.mjs ran for more than {BROWSER_LIMIT:?}"),
-    }
-}
 
 /// Per generated application: (revision, sync, health), from the API.
 async fn column_state(hub: &Hub) -> anyhow::Result<Vec<(String, String, String, String)>> {
@@ -152,7 +85,7 @@ async fn landed(hub: &Hub, names: &[&str], revision: &str) -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_the_fleet_and_a_rollback_lands_live() -> anyhow::Result<()> {
-    browser_tools()?;
+    browser_tools("dashboard")?;
     let _heavy = flotilla_e2e::heavy_test().await;
     let work = tempfile::tempdir()?;
     let dir = work.path().to_owned();
@@ -209,8 +142,9 @@ async fn the_dashboard_shows_the_fleet_and_a_rollback_lands_live() -> anyhow::Re
     // The browser: login, matrix, accessibility, rollback to A watched landing live.
     let shots = workspace().join("target/browser-artifacts");
     let started = Instant::now();
-    let (passed, _output) = run_browser(
+    let (passed, _output) = run_script(
         &dir,
+        "dashboard.spec.mjs",
         &[
             ("FLOTILLA_URL", hub.base.clone()),
             ("FLOTILLA_TOKEN", hub.token.clone()),
@@ -219,6 +153,7 @@ async fn the_dashboard_shows_the_fleet_and_a_rollback_lands_live() -> anyhow::Re
             ("FLOTILLA_SCREENSHOTS", shots.display().to_string()),
             ("FLOTILLA_CLUSTERS", names.len().to_string()),
         ],
+        BROWSER_LIMIT,
     )?;
     if !passed {
         logs(&hub, &agents);

@@ -6,6 +6,7 @@
 
 mod agent_run;
 mod apply;
+mod browser;
 mod chart;
 mod dashboard;
 mod drift;

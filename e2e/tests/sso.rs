@@ -23,6 +23,7 @@ use anyhow::{Context as _, bail, ensure};
 use flotilla_e2e::eventually;
 use serde_json::{Value, json};
 
+use crate::browser::{browser_tools, run_script, workspace};
 use crate::processes::{FLEET, Hub, Process, commit, free_port, git, spawn_logged};
 
 /// The browser script's own watchdog stops it after 150 s; this is the test's.
@@ -77,39 +78,6 @@ spec:
 
 /// What only a page about `ledger` would show.
 const LEDGER_MARKER: &str = "ledger-vault-7f3a";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lies in the workspace")
-        .to_owned()
-}
-
-/// Node, Chromium and playwright-core, or an error that says how to install them.
-fn browser_tools() -> anyhow::Result<()> {
-    let chromium = std::env::var_os("FLOTILLA_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    ensure!(
-        chromium.is_file(),
-        "the SSO test needs Chromium at {}: install it with `apt-get install -y chromium \
-         chromium-driver` (.ci/run does), or set FLOTILLA_CHROMIUM to a Chromium binary",
-        chromium.display()
-    );
-    let node = Command::new("node").arg("--version").output();
-    ensure!(
-        node.is_ok_and(|o| o.status.success()),
-        "the SSO test needs Node.js 20 or newer on PATH (apt-get install -y nodejs npm)"
-    );
-    let modules = workspace().join("browser/node_modules");
-    for package in ["playwright-core", "axe-core"] {
-        ensure!(
-            modules.join(package).is_dir(),
-            "the SSO test needs {}: run `npm ci --prefix browser` (make e2e does)",
-            modules.join(package).display()
-        );
-    }
-    Ok(())
-}
 
 /// The pinned Dex of the harness (`e2e/cluster bin dex` builds it when missing).
 fn dex_binary() -> anyhow::Result<PathBuf> {
@@ -208,41 +176,6 @@ impl Dex {
     }
 }
 
-/// Runs `browser/sso.spec.mjs` with `env`, printing its output; bounded by
-/// [`BROWSER_LIMIT`].
-fn run_browser(dir: &Path, env: &[(&str, String)]) -> anyhow::Result<bool> {
-    let out = dir.join("browser.out");
-    let mut child = Command::new("node")
-        .arg(workspace().join("browser/sso.spec.mjs"))
-        .current_dir(workspace().join("browser"))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(std::fs::File::options().append(true).open(&out)?)
-        .spawn()
-        .context("run node browser/sso.spec.mjs")?;
-    let deadline = Instant::now() + BROWSER_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ignored = child.kill();
-            let _ignored = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    println!(
-        "--- browser/sso.spec.mjs\n{}---",
-        std::fs::read_to_string(&out).unwrap_or_default()
-    );
-    match status {
-        Some(status) => Ok(status.success()),
-        None => bail!("browser/sso.spec.mjs ran for more than {BROWSER_LIMIT:?}"),
-    }
-}
-
 /// The repository, the hub and the clusters; then the browser; then the audit log.
 async fn sign_in_through_dex(
     dir: &Path,
@@ -297,8 +230,9 @@ async fn sign_in_through_dex(
 
     let shots = workspace().join("target/browser-artifacts");
     let started = Instant::now();
-    let passed = run_browser(
+    let (passed, _output) = run_script(
         dir,
+        "sso.spec.mjs",
         &[
             ("FLOTILLA_URL", hub.base.clone()),
             ("FLOTILLA_ISSUER", dex.issuer.clone()),
@@ -314,6 +248,7 @@ async fn sign_in_through_dex(
             ("FLOTILLA_SSO_HIDDEN_MARKER", LEDGER_MARKER.to_owned()),
             ("FLOTILLA_SCREENSHOTS", shots.display().to_string()),
         ],
+        BROWSER_LIMIT,
     )?;
     ensure!(passed, "browser/sso.spec.mjs failed (its output is above)");
     println!(
@@ -348,7 +283,7 @@ async fn sign_in_through_dex(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_sign_in_through_dex_and_see_what_their_groups_allow() -> anyhow::Result<()> {
-    browser_tools()?;
+    browser_tools("SSO")?;
     let work = tempfile::tempdir()?;
     let dir = work.path().to_owned();
 
