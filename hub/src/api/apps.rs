@@ -168,15 +168,10 @@ pub(super) async fn applications(state: &ApiState, call: &Call) -> Res {
         .app_sets()
         .await?
         .iter()
-        .filter(|s| set_visible(call, s))
+        .filter(|s| guard::set_visible(&call.scope, s))
         .map(app_set_json)
         .collect();
     Ok(json(StatusCode::OK, &answer))
-}
-
-/// Whether the call's scope reaches an ApplicationSet's project.
-fn set_visible(call: &Call, set: &AppSetRecord) -> bool {
-    guard::set_visible(&call.scope, set)
 }
 
 /// Names of the ApplicationSets that generated `name`.
@@ -614,7 +609,7 @@ pub(super) async fn app_sets(state: &ApiState, call: &Call) -> Res {
         .app_sets()
         .await?
         .iter()
-        .filter(|s| set_visible(call, s))
+        .filter(|s| guard::set_visible(&call.scope, s))
         .map(app_set_json)
         .collect();
     Ok(json(StatusCode::OK, &paged("applicationSets", &sets, page)))

@@ -154,14 +154,13 @@ pub(super) async fn declared(
     documents: &[Declared],
 ) -> Result<(), ApiError> {
     let store = state.hub.store();
-    let projects: BTreeMap<String, AppProject> = store
+    let mut projects: BTreeMap<String, AppProject> = store
         .projects()
         .await?
         .into_iter()
         .filter_map(|p| Some((p.name.clone(), serde_json::from_value(p.spec).ok()?)))
         .collect();
     // Projects declared in the same request count too.
-    let mut projects = projects;
     for declared in documents {
         if let Document::AppProject(project) = &declared.document {
             projects.insert(declared.name.clone(), project.clone());

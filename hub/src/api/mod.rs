@@ -294,16 +294,7 @@ pub(crate) async fn principal_of_token(
 /// What `principal` may do on `route`: the permissions table's answer, or a 403 naming who
 /// may not do what. A route missing from the table is refused to everyone.
 fn authorize(principal: &Principal, route: &Route) -> Result<Scope, ApiError> {
-    let rules = auth::PERMISSIONS
-        .as_ref()
-        .map_err(|e| ApiError::internal(format!("permissions table: {e}")))?;
-    let rule = auth::rule(rules, &route.method, route.path).ok_or_else(|| {
-        ApiError::forbidden(format!(
-            "{} {} is not in the permissions table",
-            route.method, route.path
-        ))
-    })?;
-    auth::decide(principal, rule).map_err(|denied| ApiError::forbidden(denied.to_string()))
+    auth::scope(principal, &route.method, route.path).map_err(ApiError::forbidden)
 }
 
 async fn dispatch(

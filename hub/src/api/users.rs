@@ -67,16 +67,13 @@ pub(super) async fn create_token(state: &ApiState, call: &Call) -> Res {
             "grants: a token needs at least one grant, e.g. {\"role\": \"viewer\", \"project\": \"shop\"}",
         ));
     }
-    let mut grants = Vec::new();
-    for grant in &request.grants {
-        let parsed = Grant::parse(&grant.to_string()).map_err(ApiError::bad_request)?;
-        if grant.role == crate::auth::Role::Admin && grant.project != crate::auth::ANY_PROJECT {
-            return Err(ApiError::bad_request(format!(
-                "grants: admin is a role on every project; leave out \"project\" ({grant})"
-            )));
-        }
-        grants.push(parsed);
-    }
+    // Through the parser flags and the CLI use: an empty project, admin on one project.
+    let grants = request
+        .grants
+        .iter()
+        .map(|grant| Grant::parse(&grant.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(format!("grants: {e}")))?;
     let lifetime = match &request.expires_in {
         None => tokens::DEFAULT_LIFETIME,
         Some(text) => tokens::parse_lifetime(text).map_err(ApiError::bad_request)?,

@@ -353,14 +353,20 @@ pub fn decide(principal: &Principal, rule: &Rule) -> Result<Scope, Denied> {
     Ok(Scope::Projects(projects))
 }
 
-/// Whether `principal` may use the route at all, by the table (for the dashboard's buttons).
+/// What `principal` may reach on the route `method path` (a route template) by the
+/// permissions table, or why nothing: a route the table lacks is refused to everyone.
+pub fn scope(principal: &Principal, method: &Method, path: &str) -> Result<Scope, String> {
+    let rules = PERMISSIONS
+        .as_ref()
+        .map_err(|e| format!("the permissions table is unreadable: {e}"))?;
+    let rule = rule(rules, method, path)
+        .ok_or_else(|| format!("{method} {path} is not in the permissions table"))?;
+    decide(principal, rule).map_err(|denied| denied.to_string())
+}
+
+/// Whether `principal` may use the route on `project` (for the dashboard's buttons).
 pub fn may(principal: &Principal, method: &Method, path: &str, project: &str) -> bool {
-    let Ok(rules) = PERMISSIONS.as_ref() else {
-        return false;
-    };
-    rule(rules, method, path)
-        .and_then(|rule| decide(principal, rule).ok())
-        .is_some_and(|scope| scope.allows(project))
+    scope(principal, method, path).is_ok_and(|scope| scope.allows(project))
 }
 
 #[cfg(test)]

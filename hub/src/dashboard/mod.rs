@@ -648,11 +648,7 @@ async fn load_fleet(state: &ApiState) -> Result<Fleet, StoreError> {
 /// What `principal` may reach through the API route a page or button stands for (its row
 /// of the permissions table), or a refusal.
 fn scope(principal: &Principal, method: &Method, path: &str) -> Result<Scope, PageError> {
-    let rules = auth::PERMISSIONS
-        .as_ref()
-        .map_err(|_| PageError::Forbidden)?;
-    let rule = auth::rule(rules, method, path).ok_or(PageError::Forbidden)?;
-    auth::decide(principal, rule).map_err(|_| PageError::Forbidden)
+    auth::scope(principal, method, path).map_err(|_| PageError::Forbidden)
 }
 
 /// The fleet as `scope` lets its principal see it.

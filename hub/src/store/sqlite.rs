@@ -291,6 +291,22 @@ impl SqliteStore {
         })
     }
 
+    /// The one token `select` (a query with one parameter) finds.
+    async fn api_token_where(
+        &self,
+        select: &'static str,
+        value: &str,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        sqlx::query(select)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("read API token"))?
+            .as_ref()
+            .map(Self::api_token_row)
+            .transpose()
+    }
+
     fn api_token_row(row: &SqliteRow) -> Result<ApiToken, StoreError> {
         const OP: &str = "read API token";
         let revoked_at = opt_ms(OP, "revoked_at", get(row, OP, "revoked_at")?)?;
@@ -548,25 +564,13 @@ impl Store for SqliteStore {
     }
 
     async fn api_token_by_hash(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
-        sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
+        self.api_token_where("SELECT * FROM api_tokens WHERE token_hash = $1", hash)
             .await
-            .map_err(query("read API token"))?
-            .as_ref()
-            .map(Self::api_token_row)
-            .transpose()
     }
 
     async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
-        sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
+        self.api_token_where("SELECT * FROM api_tokens WHERE id = $1", id)
             .await
-            .map_err(query("read API token"))?
-            .as_ref()
-            .map(Self::api_token_row)
-            .transpose()
     }
 
     async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
